@@ -1,0 +1,28 @@
+"""algorithm="auto": which algorithm runs, by collective, message size and world size.
+
+The thresholds come from `mpiexec -n 4 python -m mpitrain.bench collectives` on the 2-core CPU
+machine (bench/RESULTS.md has the run: all_reduce float32, 4 ranks — recursive doubling fastest
+through 64 KB, rabenseifner at 256 KB, ring from 1 MB). The reasoning behind them is the alpha-beta model: a
+step costs alpha (latency: MPI call + Python) + bytes x beta (copy + reduce).
+  - recursive doubling: log2 p steps, each moving the whole buffer: least alpha, most beta.
+  - rabenseifner: 2 log2 p steps, moving 2 (p-1)/p of the buffer: near ring bandwidth, fewer steps.
+  - ring: 2 (p - 1) steps moving 2 (p-1)/p of the buffer, every step between neighbours only.
+"""
+ALL_REDUCE_SMALL_BYTES = 128 * 1024    # below: recursive doubling (fewest steps; 4 ranks: best to 64 KB)
+ALL_REDUCE_MEDIUM_BYTES = 1024 * 1024  # below: rabenseifner (best at 256 KB); at and above: ring
+BROADCAST_LARGE_BYTES = 256 * 1024     # at and above, with more than 2 ranks: scatter + all-gather
+
+
+def choose(collective, nbytes, size):
+    if collective == "all_reduce":
+        if nbytes < ALL_REDUCE_SMALL_BYTES:
+            return "recursive_doubling"
+        power_of_two = size & (size - 1) == 0
+        if size > 2 and power_of_two and nbytes < ALL_REDUCE_MEDIUM_BYTES:
+            return "rabenseifner"    # (other sizes fold two ranks into one: the ring is better)
+        return "ring"
+    if collective == "broadcast":
+        return "scatter_all_gather" if size > 2 and nbytes >= BROADCAST_LARGE_BYTES else "binomial"
+    if collective in ("reduce", "scatter", "gather"):
+        return "binomial"
+    return "ring"                          # reduce_scatter, all_gather

@@ -1,0 +1,359 @@
+"""The public face of the collectives: check the call, pick the algorithm, run it, time it out.
+
+Every collective goes through the same three steps:
+  1. validate, on this rank: buffers, dtype, op, root, counts, output size -> CollectiveError
+     naming the value and this rank;
+  2. in debug mode, agree: every rank sends its call's signature (or its validation error) to
+     rank 0, which compares them and tells everyone; a mismatch or an error anywhere raises on
+     every rank before any data moves, and ranks that never arrive are named before the abort;
+  3. run the algorithm under the watchdog, which aborts the job if a peer never shows up.
+"""
+import os
+import time
+
+from . import auto
+from .algorithms import ALGORITHMS
+from .buffers import as_buffer
+from .context import Context, ScratchPool
+from .errors import CollectiveError, CollectiveMismatchError
+from .ops import OPS, combine_op
+from .transport import HostTransport
+from .watchdog import Watchdog, abort_job, timeout_from_env
+from .. import kernels
+
+SIGNATURE_TAG, VERDICT_TAG = 0x5167, 0x5168
+
+
+def debug_from_env(debug):
+    if debug is None:
+        return os.environ.get("MPITRAIN_DEBUG", "0") not in ("", "0", "false", "no")
+    return bool(debug)
+
+
+class Communicator:
+    """A group of ranks and the collectives among them. Build one with mpitrain.comm.init()."""
+
+    def __init__(self, comm, topology, timeout=None, debug=None):
+        self.mpi_comm = comm                 # the user's communicator, left untouched
+        self.comm = comm.Dup()               # data plane: the collectives' messages
+        self.ctl = comm.Dup()                # control plane: debug-mode agreement
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.local_rank = topology.local_rank
+        self.local_size = topology.local_size
+        self.node = topology.node
+        self.num_nodes = topology.num_nodes
+        self.timeout = timeout_from_env(timeout)
+        self.debug = debug_from_env(debug)
+        self.watchdog = Watchdog(self.rank, self.timeout, lambda msg: abort_job(self.comm, msg))
+        self.transport = HostTransport(self.comm, self.watchdog)
+        self._pool = ScratchPool()
+        self._contexts = {}                  # (dtype, op) -> Context, built once
+        self._calls = 0
+
+    def __repr__(self):
+        return (f"Communicator(rank={self.rank}, size={self.size}, local_rank={self.local_rank}, "
+                f"local_size={self.local_size}, node={self.node}/{self.num_nodes})")
+
+    # ----------------------------------------------------------------- helpers for every rank
+    def print0(self, *args, **kwargs):
+        """print on rank 0 only, flushed."""
+        if self.rank == 0:
+            print(*args, flush=True, **kwargs)
+
+    def barrier(self):
+        self.watchdog.begin("barrier")
+        self.comm.Barrier()
+        self.watchdog.end()
+
+    def abort(self, message, code=1):
+        abort_job(self.comm, f"mpitrain: rank {self.rank}: {message}", code)
+
+    # ------------------------------------------------------------------------- the collectives
+    def all_reduce(self, buf, op="sum", algorithm="auto"):
+        """In place: every rank's `buf` becomes the elementwise reduction over all ranks.
+
+        Written out step by step rather than through _collective: it is the hot call of data
+        parallelism, and at 4 KB every microsecond of Python shows (see auto.py)."""
+        try:
+            b = self._buffer(buf, "buf")
+            self._check_op(op, b.dtype)
+            alg = self._algorithm("all_reduce", algorithm, b.nbytes)
+        except CollectiveError as exc:
+            self._refuse("all_reduce", exc)
+        if self.debug:
+            self._agree_or_raise("all_reduce", (("count", b.count), ("dtype", b.dtype.name),
+                                                ("op", op), ("algorithm", alg)))
+        self._calls += 1
+        self.watchdog.begin(("all_reduce", self._calls, alg))
+        try:
+            ALGORITHMS["all_reduce"][alg](self._context(b.dtype, "sum" if op == "avg" else op), b.array)
+        finally:
+            self.watchdog.what = None
+        if op == "avg":
+            kernels.divide_(b.array, b.dtype.name, self.size)
+        return buf
+
+    def broadcast(self, buf, root=0, algorithm="auto"):
+        """In place: every rank's `buf` becomes root's."""
+        def plan():
+            b = self._buffer(buf, "buf")
+            self._check_root(root)
+            alg = self._algorithm("broadcast", algorithm, b.nbytes)
+            sig = (("count", b.count), ("dtype", b.dtype.name), ("root", root))
+            return alg, sig, b.dtype, lambda ctx: ALGORITHMS["broadcast"][alg](ctx, b.array, root)
+        self._collective("broadcast", plan)
+        return buf
+
+    def reduce(self, sendbuf, recvbuf, root=0, op="sum", algorithm="auto"):
+        """root's `recvbuf` receives the reduction of every rank's `sendbuf` (recvbuf: root only,
+        may be `sendbuf` itself for an in-place reduce)."""
+        def plan():
+            s = self._buffer(sendbuf, "sendbuf")
+            self._check_root(root)
+            self._check_op(op, s.dtype)
+            r = self._output(recvbuf, s, s.count) if self.rank == root else None
+            alg = self._algorithm("reduce", algorithm, s.nbytes)
+            sig = (("count", s.count), ("dtype", s.dtype.name), ("op", op), ("root", root))
+
+            def run(ctx):
+                ALGORITHMS["reduce"][alg](ctx, s.array, None if r is None else r.array, root)
+                if op == "avg" and r is not None:
+                    kernels.divide_(r.array[: s.count], s.dtype.name, self.size)
+            return alg, sig, s.dtype, run
+        self._collective("reduce", plan, op)
+        return recvbuf
+
+    def reduce_scatter(self, sendbuf, recvbuf, op="sum", algorithm="auto"):
+        """sendbuf: size * k elements; each rank's recvbuf (k) receives its block, reduced."""
+        k = self._count_of(recvbuf, "recvbuf")
+        return self.reduce_scatter_v(sendbuf, recvbuf, [k] * self.size, op, algorithm)
+
+    def reduce_scatter_v(self, sendbuf, recvbuf, counts, op="sum", algorithm="auto"):
+        """sendbuf: sum(counts) elements; rank i's recvbuf receives counts[i] of them, reduced."""
+        def plan():
+            cs = self._check_counts(counts)
+            s = self._buffer(sendbuf, "sendbuf")
+            self._check_op(op, s.dtype)
+            self._check_input(s, sum(cs), "sum(counts)")
+            r = self._output(recvbuf, s, cs[self.rank])
+            alg = self._algorithm("reduce_scatter", algorithm, s.dtype.itemsize * sum(cs))
+            sig = (("counts", cs), ("dtype", s.dtype.name), ("op", op))
+
+            def run(ctx):
+                ALGORITHMS["reduce_scatter"][alg](ctx, s.array, r.array, cs)
+                if op == "avg":
+                    kernels.divide_(r.array[: cs[self.rank]], s.dtype.name, self.size)
+            return alg, sig, s.dtype, run
+        self._collective("reduce_scatter", plan, op)
+        return recvbuf
+
+    def all_gather(self, sendbuf, recvbuf, algorithm="auto"):
+        """sendbuf: k elements; every rank's recvbuf (size * k) receives all of them, rank order."""
+        k = self._count_of(sendbuf, "sendbuf")
+        return self.all_gather_v(sendbuf, recvbuf, [k] * self.size, algorithm)
+
+    def all_gather_v(self, sendbuf, recvbuf, counts, algorithm="auto"):
+        def plan():
+            cs = self._check_counts(counts)
+            s = self._buffer(sendbuf, "sendbuf")
+            self._check_input(s, cs[self.rank], f"counts[{self.rank}]")
+            r = self._output(recvbuf, s, sum(cs))
+            alg = self._algorithm("all_gather", algorithm, s.dtype.itemsize * sum(cs))
+            sig = (("counts", cs), ("dtype", s.dtype.name))
+            return alg, sig, s.dtype, lambda ctx: ALGORITHMS["all_gather"][alg](
+                ctx, s.array[: cs[self.rank]], r.array, cs)
+        self._collective("all_gather", plan)
+        return recvbuf
+
+    def scatter(self, sendbuf, recvbuf, root=0, algorithm="auto"):
+        """root's sendbuf: size * k elements; rank i's recvbuf (k) receives block i."""
+        k = self._count_of(recvbuf, "recvbuf")
+        return self.scatter_v(sendbuf, recvbuf, [k] * self.size, root, algorithm)
+
+    def scatter_v(self, sendbuf, recvbuf, counts, root=0, algorithm="auto"):
+        def plan():
+            cs = self._check_counts(counts)
+            self._check_root(root)
+            r = self._buffer(recvbuf, "recvbuf")
+            self._check_capacity(r, cs[self.rank], "recvbuf", f"counts[{self.rank}]")
+            s = None
+            if self.rank == root:
+                s = self._buffer(sendbuf, "sendbuf")
+                self._check_same_dtype(s, r)
+                self._check_input(s, sum(cs), "sum(counts)")
+            alg = self._algorithm("scatter", algorithm, r.dtype.itemsize * sum(cs))
+            sig = (("counts", cs), ("dtype", r.dtype.name), ("root", root))
+            return alg, sig, r.dtype, lambda ctx: ALGORITHMS["scatter"][alg](
+                ctx, None if s is None else s.array, r.array, cs, root)
+        self._collective("scatter", plan)
+        return recvbuf
+
+    def gather(self, sendbuf, recvbuf, root=0, algorithm="auto"):
+        """Every rank's sendbuf (k elements) lands in root's recvbuf (size * k), rank order."""
+        k = self._count_of(sendbuf, "sendbuf")
+        return self.gather_v(sendbuf, recvbuf, [k] * self.size, root, algorithm)
+
+    def gather_v(self, sendbuf, recvbuf, counts, root=0, algorithm="auto"):
+        def plan():
+            cs = self._check_counts(counts)
+            self._check_root(root)
+            s = self._buffer(sendbuf, "sendbuf")
+            self._check_input(s, cs[self.rank], f"counts[{self.rank}]")
+            r = self._output(recvbuf, s, sum(cs)) if self.rank == root else None
+            alg = self._algorithm("gather", algorithm, s.dtype.itemsize * sum(cs))
+            sig = (("counts", cs), ("dtype", s.dtype.name), ("root", root))
+            return alg, sig, s.dtype, lambda ctx: ALGORITHMS["gather"][alg](
+                ctx, s.array[: cs[self.rank]], None if r is None else r.array, cs, root)
+        self._collective("gather", plan)
+        return recvbuf
+
+    # ------------------------------------------------------------------------ the common path
+    def _collective(self, name, plan, op="sum"):
+        """Validate (plan), agree in debug mode, then run the algorithm under the watchdog.
+        plan() returns (algorithm, signature, dtype, run)."""
+        try:
+            alg, sig, dtype, run = plan()
+        except CollectiveError as exc:
+            self._refuse(name, exc)
+        if self.debug:
+            self._agree_or_raise(name, (*sig, ("algorithm", alg)))
+        self._calls += 1
+        self.watchdog.begin((name, self._calls, alg))
+        try:
+            run(self._context(dtype, combine_op(op)))
+        finally:
+            self.watchdog.what = None
+
+    def _refuse(self, name, exc):
+        """This rank's input is bad: in debug mode tell the other ranks first, so every rank
+        raises instead of the others waiting; then raise."""
+        if self.debug:
+            self._agree(name, None, str(exc))
+        raise exc
+
+    def _agree_or_raise(self, name, sig):
+        verdict = self._agree(name, sig, None)
+        if verdict is not None:
+            raise (CollectiveError if verdict.startswith("refused") else
+                   CollectiveMismatchError)(self.rank, verdict)
+
+    def _context(self, dtype, op):
+        key = (dtype.name, op)
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            ctx = self._contexts[key] = Context(self.rank, self.size, self.transport, dtype, op,
+                                                self._pool)
+        return ctx
+
+    def _agree(self, name, sig, error):
+        """Debug mode: all ranks compare (collective, signature) through rank 0 before moving data.
+        Returns None when every rank made the same valid call, else the message to raise."""
+        mine = (name, sig, error)
+        deadline = time.monotonic() + (self.timeout if self.timeout > 0 else 3600.0)
+        if self.rank == 0:
+            pending = {peer: self.ctl.irecv(source=peer, tag=SIGNATURE_TAG)
+                       for peer in range(1, self.size)}
+            seen = {0: mine}
+            while pending:
+                for peer, req in list(pending.items()):
+                    done, msg = req.test()
+                    if done:
+                        seen[peer] = msg
+                        del pending[peer]
+                if pending and time.monotonic() > deadline:
+                    abort_job(self.comm, f"mpitrain: rank 0: entered {name} (debug check) but "
+                              f"rank(s) {sorted(pending)} have not arrived after {self.timeout:g} s; "
+                              f"aborting the job")
+                if pending:
+                    time.sleep(0.0005)
+            verdict = _verdict(seen)
+            for peer in range(1, self.size):
+                self.ctl.send(verdict, dest=peer, tag=VERDICT_TAG)
+            return verdict
+        self.ctl.send(mine, dest=0, tag=SIGNATURE_TAG)
+        req = self.ctl.irecv(source=0, tag=VERDICT_TAG)
+        while True:
+            done, verdict = req.test()
+            if done:
+                return verdict
+            if time.monotonic() > deadline:
+                abort_job(self.comm, f"mpitrain: rank {self.rank}: entered {name} (debug check) "
+                          f"but rank 0 has not answered after {self.timeout:g} s; aborting")
+            time.sleep(0.0005)
+
+    # ------------------------------------------------------------------------------ validation
+    def _buffer(self, obj, what):
+        if obj is None:
+            raise CollectiveError(self.rank, f"{what} is None")
+        return as_buffer(obj, what, self.rank)
+
+    def _count_of(self, obj, what):
+        return self._buffer(obj, what).count if obj is not None else 0
+
+    def _check_op(self, op, dtype):
+        if op not in OPS:
+            raise CollectiveError(self.rank, f"op {op!r} is not one of {', '.join(OPS)}")
+        if op == "avg" and not dtype.is_float:
+            raise CollectiveError(self.rank, f"op 'avg' needs a floating dtype, got {dtype.name}; "
+                                             f"use 'sum' and divide")
+
+    def _check_root(self, root):
+        if not isinstance(root, int) or isinstance(root, bool) or not 0 <= root < self.size:
+            raise CollectiveError(self.rank, f"root {root!r} is out of range for {self.size} ranks "
+                                             f"(0..{self.size - 1})")
+
+    def _check_counts(self, counts):
+        cs = [int(c) for c in counts]
+        if len(cs) != self.size or any(c < 0 for c in cs) or any(c != c0 for c, c0 in zip(cs, counts)):
+            raise CollectiveError(self.rank, f"counts {list(counts)!r} must be {self.size} "
+                                             f"non-negative integers, one per rank")
+        return tuple(cs)
+
+    def _algorithm(self, collective, algorithm, nbytes):
+        if algorithm == "auto":
+            return auto.choose(collective, nbytes, self.size)
+        if algorithm not in ALGORITHMS[collective]:
+            raise CollectiveError(self.rank, f"algorithm {algorithm!r} is not one of "
+                                             f"{', '.join(['auto', *ALGORITHMS[collective]])} for {collective}")
+        return algorithm
+
+    def _check_same_dtype(self, a, b):
+        if a.dtype is not b.dtype:
+            raise CollectiveError(self.rank, f"sendbuf is {a.dtype.name} but recvbuf is {b.dtype.name}")
+
+    def _check_capacity(self, buf, needed, what, because):
+        if buf.count < needed:
+            raise CollectiveError(self.rank, f"{what} has {buf.count} elements but {because} needs "
+                                             f"{needed}: output too small")
+
+    def _check_input(self, buf, needed, because):
+        if buf.count < needed:
+            raise CollectiveError(self.rank, f"sendbuf has {buf.count} elements but {because} = "
+                                             f"{needed}")
+
+    def _output(self, obj, sendbuf, needed):
+        r = self._buffer(obj, "recvbuf")
+        self._check_same_dtype(sendbuf, r)
+        self._check_capacity(r, needed, "recvbuf", "this call")
+        return r
+
+
+def _describe(name, sig):
+    return f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in sig) + ")"
+
+
+def _verdict(seen):
+    """None when every rank made the same valid call, else a message that names the differences."""
+    errors = [err for _, (_, _, err) in sorted(seen.items()) if err]
+    if errors:
+        return "refused, another rank's input is bad: " + "; ".join(errors)
+    name0, sig0, _ = seen[0]
+    diffs = []
+    for r, (name, sig, _) in sorted(seen.items()):
+        if (name, sig) != (name0, sig0):
+            diffs.append(f"rank {r} called {_describe(name, sig)}")
+    if not diffs:
+        return None
+    return (f"ranks disagree on the collective: rank 0 called {_describe(name0, sig0)} but "
+            + "; ".join(diffs))

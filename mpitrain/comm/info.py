@@ -1,0 +1,30 @@
+"""What this build of mpitrain.comm offers: python -m mpitrain.comm.info
+
+Lists the MPI library under mpi4py, its thread level and CUDA awareness, the transports, every
+algorithm per collective, and the thresholds "auto" uses.
+"""
+from mpi4py import MPI
+
+from . import auto
+from .algorithms import ALGORITHMS
+from .transport import HostTransport
+
+
+def main():
+    print("MPI library:   ", MPI.Get_library_version().splitlines()[0].strip())
+    print("mpi4py thread: ", {0: "single", 1: "funneled", 2: "serialized", 3: "multiple"}.get(
+        MPI.Query_thread(), MPI.Query_thread()))
+    print("transports:    ", HostTransport.name, "(host memory over MPI point-to-point)")
+    print("algorithms:")
+    for collective, algs in ALGORITHMS.items():
+        print(f"  {collective:15s} auto, {', '.join(algs)}")
+    print("auto thresholds:")
+    print(f"  all_reduce: recursive_doubling below {auto.ALL_REDUCE_SMALL_BYTES // 1024} KB, "
+          f"rabenseifner below {auto.ALL_REDUCE_MEDIUM_BYTES // 1024} KB (powers of two > 2 ranks), "
+          f"else ring")
+    print(f"  broadcast:  scatter_all_gather from {auto.BROADCAST_LARGE_BYTES // 1024} KB with > 2 "
+          f"ranks, else binomial")
+
+
+if __name__ == "__main__":
+    main()

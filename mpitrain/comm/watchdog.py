@@ -1,0 +1,71 @@
+"""Timeout watchdog: a collective that waits too long for a peer aborts the whole job.
+
+The hot path only writes three attributes before each blocking wait (what, which peer, since
+when); a daemon thread wakes every second or so and, if the current wait is older than the
+timeout, prints which collective, which step and which rank(s) have not arrived, then aborts.
+MPI's blocking calls release the GIL, so the thread runs while the main thread is stuck in MPI.
+"""
+import os
+import sys
+import threading
+import time
+
+DEFAULT_TIMEOUT_S = 600.0   # as long as torch.distributed's default for NCCL: ten minutes
+
+
+def timeout_from_env(timeout):
+    """The timeout in seconds: the argument, else $MPITRAIN_TIMEOUT, else the default; 0 = off."""
+    if timeout is None:
+        timeout = float(os.environ.get("MPITRAIN_TIMEOUT", DEFAULT_TIMEOUT_S))
+    return float(timeout)
+
+
+class Watchdog:
+    """The hot path stores who it waits for and bumps a counter; the thread notices when the
+    counter stops moving while a collective is in progress."""
+
+    def __init__(self, rank, timeout_s, abort):
+        self.rank = rank
+        self.timeout_s = timeout_s
+        self._abort = abort          # abort(message): ends the job
+        self.what = None             # the collective in progress: (name, call number, algorithm)
+        self.peers = ()              # the rank(s) the current wait needs
+        self.progress = 0            # bumped at every wait: the thread sees whether we move
+        if timeout_s > 0:
+            threading.Thread(target=self._watch, name="mpitrain-watchdog", daemon=True).start()
+
+    def begin(self, what):
+        self.what = what
+        self.progress += 1
+
+    def waiting_for(self, *peers):
+        self.peers = peers
+        self.progress += 1
+
+    def end(self):
+        self.what = None
+
+    def _watch(self):
+        poll = min(1.0, self.timeout_s / 4)
+        seen, since = None, time.monotonic()
+        while True:
+            time.sleep(poll)
+            now = time.monotonic()
+            state = (self.what, self.progress)
+            if state[0] is None or state != seen:
+                seen, since = state, now
+                continue
+            if now - since > self.timeout_s:
+                name, number, algorithm = state[0]
+                who = ", ".join(str(p) for p in self.peers) or "a peer"
+                self._abort(f"mpitrain: rank {self.rank}: {name} #{number} ({algorithm}) has waited "
+                            f"{now - since:.1f} s for rank {who}, which has not arrived (timeout "
+                            f"{self.timeout_s:g} s, set with init(timeout=...) or MPITRAIN_TIMEOUT); "
+                            f"aborting the job")
+                return
+
+
+def abort_job(comm, message, code=2):
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    comm.Abort(code)

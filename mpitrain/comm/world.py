@@ -1,0 +1,91 @@
+"""MPI start-up: who am I, where am I, and a crash on one rank ends every rank.
+
+    from mpitrain.comm import init
+    world = init()            # MPI.COMM_WORLD, or init(comm) for any mpi4py communicator
+    world.print0(world)       # Communicator(rank=0, size=4, local_rank=0, local_size=4, node=0/1)
+
+Node layout comes from MPI itself (MPI_Comm_split_type with MPI_COMM_TYPE_SHARED), not from
+launcher variables, so it is right under mpiexec, srun and any MPI. Set
+MPITRAIN_RANKS_PER_NODE=k to pretend nodes hold k ranks each (tests of multi-node paths).
+"""
+import os
+import socket
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+
+from .communicator import Communicator
+
+
+@dataclass(frozen=True)
+class Topology:
+    local_rank: int      # rank among the ranks on this node
+    local_size: int      # ranks on this node
+    node: int            # index of this node, 0 .. num_nodes - 1, in order of the nodes' first rank
+    num_nodes: int
+
+
+def discover_topology(comm):
+    from mpi4py import MPI
+    fake = os.environ.get("MPITRAIN_RANKS_PER_NODE")
+    if fake:
+        local = comm.Split(comm.Get_rank() // int(fake), comm.Get_rank())
+    else:
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    is_leader = local.Get_rank() == 0
+    leaders = comm.Split(0 if is_leader else MPI.UNDEFINED, comm.Get_rank())
+    node, num_nodes = (leaders.Get_rank(), leaders.Get_size()) if is_leader else (0, 0)
+    node, num_nodes = local.bcast((node, num_nodes), root=0)
+    topology = Topology(local.Get_rank(), local.Get_size(), node, num_nodes)
+    if leaders != MPI.COMM_NULL:
+        leaders.Free()
+    local.Free()
+    return topology
+
+
+_hook_installed = False
+
+
+def install_abort_hook(comm):
+    """An uncaught exception on any rank prints the rank and traceback, then aborts the whole
+    job (MPI_Abort), so no other rank waits forever in a collective the failed rank never joins."""
+    global _hook_installed
+    if _hook_installed:
+        return
+    _hook_installed = True
+    rank, size, host = comm.Get_rank(), comm.Get_size(), socket.gethostname()
+    previous = sys.excepthook
+
+    def report_and_abort(exc_type, exc, tb):
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        sys.stderr.write(f"mpitrain: rank {rank} of {size} on {host} failed; aborting all ranks\n"
+                         f"{text}")
+        sys.stderr.flush()
+        if size > 1:
+            comm.Abort(1)
+        previous(exc_type, exc, tb)
+
+    def thread_hook(args):
+        if args.exc_type is not SystemExit:
+            report_and_abort(args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = report_and_abort
+    threading.excepthook = thread_hook
+
+
+def init(comm=None, timeout=None, debug=None, abort_on_error=True):
+    """The world of ranks as a Communicator.
+
+    comm: an mpi4py communicator (default MPI.COMM_WORLD).
+    timeout: seconds a collective may wait for a peer before the job is aborted
+             (default $MPITRAIN_TIMEOUT or 600; 0 turns the watchdog off).
+    debug: check before every collective that all ranks made the same call
+           (default $MPITRAIN_DEBUG).
+    abort_on_error: install the hook that aborts the job on an uncaught exception.
+    """
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD if comm is None else comm
+    if abort_on_error:
+        install_abort_hook(comm)
+    return Communicator(comm, discover_topology(comm), timeout=timeout, debug=debug)

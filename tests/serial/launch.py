@@ -1,0 +1,20 @@
+"""Start a small mpiexec job from a serial test and collect what it printed."""
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+
+def mpiexec_command():
+    """$MPITRAIN_MPIEXEC (the Makefile sets it), else the mpiexec beside this Python."""
+    if os.environ.get("MPITRAIN_MPIEXEC"):
+        return shlex.split(os.environ["MPITRAIN_MPIEXEC"])
+    return [str(Path(sys.executable).parent / "mpiexec"), "--oversubscribe"]
+
+
+def run_mpi(nranks, args, env=None, timeout=120):
+    full_env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                    OMPI_MCA_mpi_yield_when_idle="1", PYTHONUNBUFFERED="1", **(env or {}))
+    return subprocess.run([*mpiexec_command(), "-n", str(nranks), sys.executable, *args],
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
