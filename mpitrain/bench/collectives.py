@@ -8,8 +8,8 @@ nccl-tests: algbw = size / time, busbw = algbw x factor, factor = 2(n-1)/n for a
 (n-1)/n for reduce_scatter, all_gather, scatter and gather, 1 for broadcast and reduce.
 `vs mpi` is MPI's time divided by this row's time (above 1: faster than MPI).
 Times are per call: the slowest rank's average over the iterations of a round, then the median
-of --repeats rounds, taken round-robin across the variants so that drift in a noisy machine
-hits every variant alike.
+of --repeats rounds, taken round-robin across the variants, each round starting one variant
+later (the first of a round runs 15-25% faster on the 2-core machine, whichever it is).
 """
 import argparse
 import json
@@ -123,9 +123,10 @@ def run(args):
             calls = [(impl, alg, make_call(world, op, alg, count, args.dtype)) for impl, alg in variants]
             calls = [c for c in calls if c[2] is not None]
             rounds = {i: [] for i in range(len(calls))}
-            for _ in range(args.repeats):         # round-robin, so drift hits every variant alike
-                for i, (impl, alg, call) in enumerate(calls):
-                    rounds[i].append(time_call(world, call, size_bytes, args.iters, args.warmup))
+            for rnd in range(args.repeats):       # round-robin, and each round starts one later:
+                for j in range(len(calls)):        # the first variant of a round runs measurably
+                    i = (j + rnd) % len(calls)     # faster, so every variant takes every place
+                    rounds[i].append(time_call(world, calls[i][2], size_bytes, args.iters, args.warmup))
             timed = [(impl, alg, float(np.median([t for t, _ in rounds[i]])), rounds[i][0][1])
                      for i, (impl, alg, _) in enumerate(calls)]
             mpi_time = next((t for impl, _, t, _ in timed if impl == "mpi"), None)
@@ -144,10 +145,33 @@ def run(args):
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
         print(f"wrote {args.json}")
+    if world.rank == 0 and args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(summary_markdown(rows, f"Collectives, {world.size} ranks, {args.dtype}: time per "
+                                           f"call, (×) = MPI's time / ours"))
+        print(f"wrote {args.markdown}")
     if world.rank == 0 and args.plot:
         plot(rows, args.plot)
         print(f"wrote {args.plot}")
     return rows
+
+
+def summary_markdown(rows, title):
+    """One table: per op and size, time of auto, of each named algorithm, of MPI, and the ratios."""
+    lines = [title, "", "| op | size | MPI native µs | mpitrain auto µs (vs MPI) | every algorithm µs (vs MPI) |",
+             "|---|---|---|---|---|"]
+    keys = list(dict.fromkeys((r["op"], r["bytes"]) for r in rows))
+    for op, nbytes in keys:
+        here = [r for r in rows if r["op"] == op and r["bytes"] == nbytes]
+        mpi = next((r for r in here if r["impl"] == "mpi"), None)
+        auto = next((r for r in here if r["algorithm"] == "auto"), None)
+        ratio = lambda r: f" ({r['vs_mpi']:.2f}×)" if r["vs_mpi"] else ""
+        named = ", ".join(f"{r['algorithm']} {r['time_us']:.0f}{ratio(r)}" for r in here
+                          if r["impl"] == "mpitrain" and r["algorithm"] != "auto")
+        lines.append(f"| {op} | {format_size(nbytes)} | {mpi['time_us']:.0f} | "
+                     f"{auto['time_us']:.0f}{ratio(auto)} | {named} |" if mpi and auto else
+                     f"| {op} | {format_size(nbytes)} | - | - | {named} |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows, path):
@@ -186,10 +210,11 @@ def add_arguments(parser):
     parser.add_argument("--impl", default="mpitrain,mpi", help="mpitrain, mpi, or both")
     parser.add_argument("--iters", type=int, default=None, help="timed calls per row (default: ~0.25 s)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls before each round")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds per row; the median is shown")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds per row; the median is shown")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--json", default=None, help="write the rows as JSON here")
     parser.add_argument("--plot", default=None, help="write busbw against size as a PNG here")
+    parser.add_argument("--markdown", default=None, help="write a summary table (Markdown) here")
 
 
 def main(argv=None):

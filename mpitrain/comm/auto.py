@@ -10,7 +10,12 @@ step costs alpha (latency: MPI call + Python) + bytes x beta (copy + reduce).
 """
 ALL_REDUCE_SMALL_BYTES = 128 * 1024    # below: recursive doubling (fewest steps; 4 ranks: best to 64 KB)
 ALL_REDUCE_MEDIUM_BYTES = 1024 * 1024  # below: rabenseifner (best at 256 KB); at and above: ring
-BROADCAST_LARGE_BYTES = 256 * 1024     # at and above, with more than 2 ranks: scatter + all-gather
+BROADCAST_LARGE_BYTES = 64 << 20      # at and above, with more than 2 ranks: scatter + all-gather
+# (in shared memory the binomial tree won at every size measured, 4 KB to 16 MB: scatter +
+#  all-gather moves each byte twice in more steps; it pays where links, not copies, are slow)
+LINEAR_MAX_RANKS = 4                   # reduce / gather: the root talks to each rank directly
+# (at 4 ranks the flat tree beat the binomial one at every size: no partial results forwarded
+#  through middle ranks; beyond a few ranks the root's p - 1 serial steps lose to log2 p)
 
 
 def choose(collective, nbytes, size):
@@ -23,6 +28,8 @@ def choose(collective, nbytes, size):
         return "ring"
     if collective == "broadcast":
         return "scatter_all_gather" if size > 2 and nbytes >= BROADCAST_LARGE_BYTES else "binomial"
-    if collective in ("reduce", "scatter", "gather"):
+    if collective in ("reduce", "gather"):
+        return "linear" if size <= LINEAR_MAX_RANKS else "binomial"
+    if collective == "scatter":
         return "binomial"
     return "ring"                          # reduce_scatter, all_gather

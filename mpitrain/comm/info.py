@@ -22,8 +22,9 @@ def main():
     print(f"  all_reduce: recursive_doubling below {auto.ALL_REDUCE_SMALL_BYTES // 1024} KB, "
           f"rabenseifner below {auto.ALL_REDUCE_MEDIUM_BYTES // 1024} KB (powers of two > 2 ranks), "
           f"else ring")
-    print(f"  broadcast:  scatter_all_gather from {auto.BROADCAST_LARGE_BYTES // 1024} KB with > 2 "
+    print(f"  broadcast:  scatter_all_gather from {auto.BROADCAST_LARGE_BYTES >> 20} MB with > 2 "
           f"ranks, else binomial")
+    print(f"  reduce, gather: linear up to {auto.LINEAR_MAX_RANKS} ranks, else binomial")
 
 
 if __name__ == "__main__":
