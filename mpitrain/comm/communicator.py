@@ -87,7 +87,7 @@ class Communicator:
         self._calls += 1
         self.watchdog.begin(("all_reduce", self._calls, alg))
         try:
-            ALGORITHMS["all_reduce"][alg](self._context(b.dtype, "sum" if op == "avg" else op), b.array)
+            ALGORITHMS["all_reduce"][alg](self._context(b.dtype, combine_op(op)), b.array)
         finally:
             self.watchdog.what = None
         if op == "avg":

@@ -14,10 +14,9 @@ DATA_TAG = 0x6D70
 class HostTransport:
     name = "mpi-host"
 
-    def __init__(self, comm, watchdog, tracer=None):
+    def __init__(self, comm, watchdog):
         self.comm = comm            # a private duplicate of the user's communicator
         self.watchdog = watchdog
-        self.tracer = tracer        # records each transfer when tracing is on (labs)
 
     # Each call first tells the watchdog whom it waits for (two attribute stores: this is the
     # hot path of small messages, so no method call there).
