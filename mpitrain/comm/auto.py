@@ -14,8 +14,9 @@ BROADCAST_LARGE_BYTES = 64 << 20      # at and above, with more than 2 ranks: sc
 # (in shared memory the binomial tree won at every size measured, 4 KB to 16 MB: scatter +
 #  all-gather moves each byte twice in more steps; it pays where links, not copies, are slow)
 LINEAR_MAX_RANKS = 4                   # reduce / gather: the root talks to each rank directly
-# (at 4 ranks the flat tree beat the binomial one at every size: no partial results forwarded
-#  through middle ranks; beyond a few ranks the root's p - 1 serial steps lose to log2 p)
+# (at 4 ranks the flat tree won every size of the first sweep and most of the rotated one, where
+#  the two sit within noise: it forwards no partial result through middle ranks, so it copies
+#  less; beyond a few ranks the root's p - 1 serial steps lose to the tree's log2 p)
 
 
 def choose(collective, nbytes, size):
