@@ -47,7 +47,12 @@ class Context:
         return self._pool.get(count, self.dtype.storage, slot)
 
     @staticmethod
-    def copy(dst, src):
+    def same_memory(a, b):
+        """True when both non-empty arrays start at the same address (an in-place call)."""
+        return bool(a.shape[0] and b.shape[0]) and (
+            a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+    def copy(self, dst, src):
         """dst[:] = src, skipped when both are the same memory (in-place calls)."""
-        if dst.shape[0] and dst.__array_interface__["data"][0] != src.__array_interface__["data"][0]:
+        if dst.shape[0] and not self.same_memory(dst, src):
             dst[...] = src

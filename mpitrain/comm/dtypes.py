@@ -29,7 +29,3 @@ DTYPES = {
     )
 }
 
-
-def dtype_named(name):
-    """The DType called `name`, or None when the collectives do not support it."""
-    return DTYPES.get(name)

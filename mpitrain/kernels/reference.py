@@ -24,16 +24,6 @@ def f32_to_bf16(values):
     return rounded
 
 
-def reduce_(dst, src, dtype_name, op):
-    """dst = dst op src, elementwise, in place. op: sum, max, min, prod."""
-    ufunc = NUMPY_UFUNCS[op]
-    if dtype_name == "bfloat16":
-        dst[...] = f32_to_bf16(ufunc(bf16_to_f32(dst), bf16_to_f32(src)))
-    else:
-        ufunc(dst, src, out=dst)   # float16 computes each element in float32 and rounds once
-    return dst
-
-
 def reducer(dtype_name, op):
     """reduce_ with the dtype and op bound once: f(dst, src) does dst = dst op src."""
     ufunc = NUMPY_UFUNCS[op]
@@ -43,8 +33,14 @@ def reducer(dtype_name, op):
         return reduce_bf16
 
     def reduce_native(dst, src):
-        ufunc(dst, src, out=dst)
+        ufunc(dst, src, out=dst)   # float16 computes each element in float32 and rounds once
     return reduce_native
+
+
+def reduce_(dst, src, dtype_name, op):
+    """dst = dst op src, elementwise, in place. op: sum, max, min, prod."""
+    reducer(dtype_name, op)(dst, src)
+    return dst
 
 
 def divide_(dst, dtype_name, divisor):

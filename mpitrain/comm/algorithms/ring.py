@@ -52,8 +52,7 @@ def ring_reduce_scatter(ctx, sendbuf, recvbuf, counts):
     right, left = (r + 1) % p, (r - 1) % p
     biggest = max(counts)
     partial = (ctx.scratch(biggest, slot=0), ctx.scratch(biggest, slot=1))
-    out_aliases_input = mine.shape[0] and (
-        mine.__array_interface__["data"][0] == sendbuf[offs[r]:].__array_interface__["data"][0])
+    out_aliases_input = ctx.same_memory(mine, sendbuf[offs[r]: offs[r + 1]])
     outgoing = sendbuf[offs[(r - 1) % p]: offs[(r - 1) % p + 1]]
     for s in range(p - 1):
         rb = (r - s - 2) % p
