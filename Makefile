@@ -1,6 +1,7 @@
 # mpitrain: the two commands a new machine needs are `make train` and `make test`.
 #
-#   make install   .venv with torch (only if missing), mpi4py + an MPI, test tools, mpitrain (editable)
+#   make install   .venv with torch (only if missing), mpi4py + an MPI, test tools, mpitrain (editable),
+#                  and the compiled kernels of csrc/ (C with OpenMP; CUDA for sm_90 where nvcc is)
 #   make train     the main job on the embedded default data
 #   make test      serial tests, then the MPI tests under mpiexec with 1, 2, 3 and 4 ranks
 #   make bench     the collectives benchmark, hand-rolled against MPI's own, 4 ranks
@@ -33,9 +34,13 @@ MPI_TEST_TIMEOUT ?= 900
 RANKS ?= 4
 STAMP := $(VENV)/.mpitrain-installed
 
-.PHONY: install train test test-serial test-mpi bench clean
+.PHONY: install kernels train test test-serial test-mpi bench clean
 
-install: $(STAMP)
+install: $(STAMP) kernels
+
+# The C kernels everywhere, the CUDA kernels wherever nvcc is; skips what is up to date.
+kernels: $(STAMP)
+	$(PY) -m mpitrain.kernels.build
 
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,4 +69,4 @@ bench: install
 	$(MPIEXEC) $(MPIEXEC_FLAGS) -n $(RANKS) $(PY) -m mpitrain.bench collectives
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info mpitrain/kernels/_lib

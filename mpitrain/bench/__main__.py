@@ -1,10 +1,11 @@
 """python -m mpitrain.bench SUBCOMMAND [flags]: every benchmark runs its baseline in the same run.
 
     collectives   hand-rolled collectives against MPI's own (mpiexec -n 4 ...)
+    pack          fused gradient pack/unpack against a copy loop and torch's best
 """
 import sys
 
-SUBCOMMANDS = {"collectives": "mpitrain.bench.collectives"}
+SUBCOMMANDS = {"collectives": "mpitrain.bench.collectives", "pack": "mpitrain.bench.pack"}
 
 
 def main(argv=None):

@@ -5,6 +5,7 @@ algorithm per collective, and the thresholds "auto" uses.
 """
 from mpi4py import MPI
 
+from .. import kernels
 from . import auto
 from .algorithms import ALGORITHMS
 from .transport import HostTransport
@@ -15,6 +16,7 @@ def main():
     print("mpi4py thread: ", {0: "single", 1: "funneled", 2: "serialized", 3: "multiple"}.get(
         MPI.Query_thread(), MPI.Query_thread()))
     print("transports:    ", HostTransport.name, "(host memory over MPI point-to-point)")
+    print("kernels:       ", kernels.describe_backend())
     print("algorithms:")
     for collective, algs in ALGORITHMS.items():
         print(f"  {collective:15s} auto, {', '.join(algs)}")

@@ -88,4 +88,16 @@ def init(comm=None, timeout=None, debug=None, abort_on_error=True):
     comm = MPI.COMM_WORLD if comm is None else comm
     if abort_on_error:
         install_abort_hook(comm)
-    return Communicator(comm, discover_topology(comm), timeout=timeout, debug=debug)
+    topology = discover_topology(comm)
+    share_cores(topology.local_size)
+    return Communicator(comm, topology, timeout=timeout, debug=debug)
+
+
+def share_cores(local_size):
+    """Give the compiled kernels this rank's share of the node's cores (all of them when one
+    rank runs alone; one thread each when ranks outnumber cores). MPITRAIN_CPU_THREADS wins."""
+    from .. import kernels
+    if os.environ.get("MPITRAIN_CPU_THREADS"):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    kernels.set_cpu_threads(max(1, (cores or 1) // max(1, local_size)))

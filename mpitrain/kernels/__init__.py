@@ -1,7 +1,14 @@
-"""Python face of the kernels: reduce and divide (more arrive with csrc/).
+"""Python face of the kernels in csrc/: reduce, multi-source reduce, divide, pack and unpack.
 
-Each function takes flat arrays in their storage dtype and the element type's name.
+Host arrays use the compiled C kernels, CUDA arrays the CUDA kernels; where a library was not
+built, numpy or torch computes the same results (see backend.py). reference.py holds the numpy
+versions, the oracle the tests compare against.
 """
-from .reference import divide_, reduce_, reducer
+from .backend import announce, describe_backend
+from .compiled import KernelError, set_cpu_threads
+from .pack import BucketLayout, PackPlan, pack, unpack
+from .reduce import divide_, multi_reduce, reduce_, reduce_into, reducer
 
-__all__ = ["reduce_", "reducer", "divide_"]
+__all__ = ["reducer", "reduce_", "divide_", "multi_reduce", "reduce_into", "pack", "unpack",
+           "PackPlan", "BucketLayout", "KernelError", "set_cpu_threads", "describe_backend",
+           "announce"]

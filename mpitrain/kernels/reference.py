@@ -6,6 +6,8 @@ patterns, widened to float32 to compute and rounded back to nearest-even.
 """
 import numpy as np
 
+STORAGE = {"float64": np.float64, "float32": np.float32, "float16": np.float16,
+           "bfloat16": np.uint16, "int64": np.int64, "int32": np.int32, "uint8": np.uint8}
 NUMPY_UFUNCS = {"sum": np.add, "max": np.maximum, "min": np.minimum, "prod": np.multiply}
 
 

@@ -1,0 +1,100 @@
+"""ctypes bindings to the compiled kernels in csrc/ (built by `python -m mpitrain.kernels.build`).
+
+Each library is loaded on first use; a missing library is None and the callers fall back to
+numpy or torch. The CUDA library is loaded only when a GPU buffer first arrives, so a CPU-only
+process never touches the CUDA driver. Every C entry point returns 0 or -1; `check` turns -1
+into a KernelError carrying the C side's "csrc/file.c:line: message".
+"""
+import ctypes
+import os
+from pathlib import Path
+
+LIB_DIR = Path(__file__).resolve().parent / "_lib"
+
+DTYPE_CODES = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3, "int64": 4, "int32": 5,
+               "uint8": 6}
+OP_CODES = {"sum": 0, "max": 1, "min": 2, "prod": 3}
+PACK_DTYPES = ("float32", "bfloat16", "float16")
+
+
+class KernelError(RuntimeError):
+    """A compiled kernel refused its arguments or failed; the message names file and line."""
+
+
+class MtSlot(ctypes.Structure):
+    """One tensor of a pack/unpack list (mt_slot in csrc/mt_common.h)."""
+    _fields_ = [("ptr", ctypes.c_void_p), ("count", ctypes.c_int64), ("offset", ctypes.c_int64)]
+
+
+_i64, _int, _ptr, _dbl = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_double
+_SLOTS = ctypes.POINTER(MtSlot)
+_CPU_SIGNATURES = {
+    "mt_cpu_reduce": [_ptr, _ptr, _i64, _int, _int],
+    "mt_cpu_divide": [_ptr, _i64, _int, _dbl],
+    "mt_cpu_pack": [_SLOTS, _int, _int, _ptr, _int, _dbl],
+    "mt_cpu_unpack": [_SLOTS, _int, _int, _ptr, _int, _dbl, _int],
+    "mt_cpu_set_threads": [_int],
+    "mt_cpu_get_threads": [],
+}
+_CUDA_SIGNATURES = {
+    "mt_cuda_reduce": [_ptr, _ptr, _i64, _int, _int, _int, _ptr],
+    "mt_cuda_multi_reduce": [_ptr, ctypes.POINTER(_ptr), _int, _i64, _int, _int, _int, _ptr],
+    "mt_cuda_pack": [_SLOTS, _int, _int, _ptr, _int, _dbl, _int, _ptr],
+    "mt_cuda_unpack": [_SLOTS, _int, _int, _ptr, _int, _dbl, _int, _int, _ptr],
+    "mt_cuda_device_count": [ctypes.POINTER(_int)],
+    "mt_cuda_synchronize": [_int],
+}
+
+_loaded = {}
+
+
+def _load(name, signatures):
+    if name in _loaded:
+        return _loaded[name]
+    lib = None
+    path = LIB_DIR / name
+    if path.exists() and os.environ.get("MPITRAIN_KERNELS", "") != "reference":
+        lib = ctypes.CDLL(str(path))
+        for fn, argtypes in signatures.items():
+            getattr(lib, fn).argtypes = argtypes
+            getattr(lib, fn).restype = _int
+        lib.mt_last_error.restype = ctypes.c_char_p
+        lib.mt_last_error.argtypes = []
+    _loaded[name] = lib
+    return lib
+
+
+def cpu_lib():
+    """The C kernels, or None when they were not built (or MPITRAIN_KERNELS=reference)."""
+    lib = _load("libmpitrain_cpu.so", _CPU_SIGNATURES)
+    if lib is not None and "threads" not in _loaded:
+        _loaded["threads"] = True
+        threads = int(os.environ.get("MPITRAIN_CPU_THREADS", "0")) or (os.cpu_count() or 1)
+        check(lib, lib.mt_cpu_set_threads(threads))
+    return lib
+
+
+def cuda_lib():
+    """The CUDA kernels, or None when they were not built or no GPU is visible."""
+    if "cuda-usable" in _loaded:
+        return _loaded["cuda-usable"]
+    lib = _load("libmpitrain_cuda.so", _CUDA_SIGNATURES)
+    if lib is not None:
+        count = _int(0)
+        if lib.mt_cuda_device_count(ctypes.byref(count)) != 0 or count.value == 0:
+            lib = None
+    _loaded["cuda-usable"] = lib
+    return lib
+
+
+def check(lib, rc):
+    if rc != 0:
+        raise KernelError(lib.mt_last_error().decode(errors="replace"))
+
+
+def set_cpu_threads(n):
+    """Threads the C kernels use (make install's default: every core; the world divides the
+    cores among the ranks of a node, see comm/world.py)."""
+    lib = cpu_lib()
+    if lib is not None:
+        check(lib, lib.mt_cpu_set_threads(int(n)))

@@ -1,0 +1,152 @@
+"""Reduction kernels: dst = dst op src, dst = src_0 op ... op src_k, and avg's division.
+
+Host arrays go to the C kernels (csrc/cpu_reduce.c) and CUDA arrays to the CUDA kernels
+(csrc/cuda_reduce.cu); where a library is missing, numpy (reference.py) or torch stands in with
+the same results. `reducer` is the hot path of the collectives: it binds dtype and op once and
+returns f(dst, src) for flat host arrays in their storage dtype (bfloat16 as uint16).
+"""
+import numpy as np
+
+from . import reference
+from .arrays import current_stream, describe
+from .backend import announce
+from .compiled import DTYPE_CODES, OP_CODES, KernelError, check, cpu_lib, cuda_lib
+
+MAX_SOURCES = 8
+
+
+# Below this many bytes numpy's own SIMD loops beat a ctypes call for float32/64 and integers:
+# reading two addresses through __array_interface__ and calling C costs about 3 us, which the
+# C loop wins back only on long arrays (measured on the 2-core CI machine, bench/RESULTS.md).
+# 16-bit floats always go to C: numpy has no float16 SIMD and no bfloat16 at all.
+COMPILED_MIN_BYTES = 512 * 1024
+
+
+def reducer(dtype_name, op, min_bytes=COMPILED_MIN_BYTES):
+    """f(dst, src): dst = dst op src over flat host arrays (storage dtype), compiled if built
+    and the arrays are at least `min_bytes` long (16-bit floats: always)."""
+    lib = cpu_lib()
+    announce()
+    small = reference.reducer(dtype_name, op)
+    if lib is None:
+        return small
+    c_reduce, code, opcode = lib.mt_cpu_reduce, DTYPE_CODES[dtype_name], OP_CODES[op]
+    min_count = 0 if dtype_name in ("float16", "bfloat16") else min_bytes // np.dtype(
+        reference.STORAGE[dtype_name]).itemsize
+
+    def reduce_compiled(dst, src):
+        n = dst.shape[0]
+        if src.shape[0] != n:
+            raise KernelError(f"reduce of {n} elements with a source of {src.shape[0]}")
+        if n < min_count:
+            return small(dst, src)
+        if c_reduce(dst.__array_interface__["data"][0], src.__array_interface__["data"][0], n,
+                    code, opcode):
+            check(lib, -1)
+    return reduce_compiled
+
+
+def reduce_(dst, src, dtype_name, op):
+    """dst = dst op src for flat host arrays in storage dtype, compiled when built; returns dst."""
+    reducer(dtype_name, op, min_bytes=0)(dst, src)
+    return dst
+
+
+def divide_(dst, dtype_name, divisor, min_bytes=COMPILED_MIN_BYTES):
+    """dst = dst / divisor in place for a flat floating host array (op="avg"); returns dst."""
+    lib = cpu_lib()
+    if lib is None or dtype_name not in ("float16", "bfloat16") and dst.nbytes < min_bytes:
+        return reference.divide_(dst, dtype_name, divisor)
+    check(lib, lib.mt_cpu_divide(dst.__array_interface__["data"][0], dst.shape[0],
+                                 DTYPE_CODES[dtype_name], float(divisor)))
+    return dst
+
+
+def multi_reduce(dst, srcs, op="sum", stream=None):
+    """dst = srcs[0] op srcs[1] op ... for 1..8 sources, any array kind (numpy, torch, CuPy);
+    16-bit floats accumulate in float32 and round once. dst may be one of the sources.
+    On a GPU it runs on `stream` (default: the current stream of dst's library)."""
+    if op not in OP_CODES:
+        raise ValueError(f"op must be one of {', '.join(OP_CODES)}, got {op!r}")
+    if not 1 <= len(srcs) <= MAX_SOURCES:
+        raise ValueError(f"multi_reduce takes 1..{MAX_SOURCES} sources, got {len(srcs)}")
+    d = describe(dst)
+    infos = [describe(s) for s in srcs]
+    for i, s in enumerate(infos):
+        if s.count != d.count:
+            raise ValueError(f"source {i} has {s.count} elements, dst has {d.count}")
+        if s.dtype != d.dtype:
+            raise TypeError(f"source {i} is {s.dtype}, dst is {d.dtype}")
+        if s.device != d.device:
+            raise ValueError(f"source {i} is on {_where(s.device)}, dst on {_where(d.device)}")
+    if d.dtype not in DTYPE_CODES:
+        raise TypeError(f"unsupported dtype {d.dtype}")
+    if d.device >= 0:
+        lib = cuda_lib()
+        if lib is None:
+            return _torch_multi_reduce(dst, srcs, op)
+        import ctypes
+        ptrs = (ctypes.c_void_p * len(infos))(*[s.ptr for s in infos])
+        check(lib, lib.mt_cuda_multi_reduce(d.ptr, ptrs, len(infos), d.count,
+                                            DTYPE_CODES[d.dtype], OP_CODES[op], d.device,
+                                            current_stream(d, stream)))
+        return dst
+    return _host_multi_reduce(dst, srcs, d.dtype, op)
+
+
+def reduce_into(dst, src, op="sum", stream=None):
+    """dst = dst op src for any array kind; returns dst."""
+    return multi_reduce(dst, [dst, src], op, stream)
+
+
+def _where(device):
+    return "the host" if device < 0 else f"cuda:{device}"
+
+
+def _host_multi_reduce(dst, srcs, dtype, op):
+    """Host arrays: widen 16-bit floats to float32, combine, round once (as the GPU does)."""
+    to_np = [_as_numpy(s) for s in srcs]
+    out = _as_numpy(dst)
+    if dtype in ("float16", "bfloat16"):
+        wide = [reference.bf16_to_f32(a.view(np.uint16)) if dtype == "bfloat16"
+                else a.astype(np.float32) for a in to_np]
+        acc = wide[0].copy()
+        for w in wide[1:]:
+            reference.reducer("float32", op)(acc, w)
+        out.view(np.uint16)[...] = (reference.f32_to_bf16(acc) if dtype == "bfloat16"
+                                    else acc.astype(np.float16).view(np.uint16))
+        return dst
+    acc = to_np[0].copy()
+    for a in to_np[1:]:
+        reference.reducer(dtype, op)(acc, a)
+    out[...] = acc
+    return dst
+
+
+def _as_numpy(x):
+    """A flat numpy view of a host array (torch bfloat16 becomes its uint16 bits)."""
+    if type(x).__module__.split(".")[0] == "torch":
+        import torch
+        if x.dtype == torch.bfloat16:
+            x = x.view(torch.int16)
+        return x.reshape(-1).numpy().view(np.uint16) if x.dtype == torch.int16 else x.reshape(-1).numpy()
+    return x.reshape(-1)
+
+
+def _torch_multi_reduce(dst, srcs, op):
+    """Fallback on a GPU without the CUDA library: torch ops, accumulating 16-bit in float32."""
+    import torch
+    wide = dst.dtype in (torch.float16, torch.bfloat16)
+    acc = srcs[0].float() if wide else srcs[0].clone()
+    for s in srcs[1:]:
+        s = s.float() if wide else s
+        if op == "sum":
+            acc.add_(s)
+        elif op == "prod":
+            acc.mul_(s)
+        elif op == "max":
+            acc = torch.maximum(acc, s)
+        else:
+            acc = torch.minimum(acc, s)
+    dst.copy_(acc)
+    return dst
