@@ -6,13 +6,13 @@
  * the list (up to 1000 slots per launch; longer lists take more launches). Every tensor is cut
  * into chunks of CHUNK elements and each block takes one chunk, finding its tensor by a binary
  * search over the chunk prefix sums, so a 16 MB weight and a 4 KB bias both spread over the GPU.
- * Aligned tensors move 8 elements per step with 16-byte loads (two for float32); misaligned
- * tensors and the last elements of each tensor go one element at a time.
+ * Aligned tensors move in 16-byte vectors of the wider type; misaligned tensors and the last
+ * elements of each tensor go one element at a time.
  */
 #include "cuda_common.cuh"
 
-#define CHUNK 8192
 #define THREADS 256
+#define CHUNK 8192     /* elements per block: one pass of its unrolled loop */
 
 template <int CAP> struct SlotList {
     void *tensor[CAP];
@@ -22,33 +22,26 @@ template <int CAP> struct SlotList {
     int n;
 };
 
-/* 8 elements to and from float, through 16-byte (or 2 x 16-byte) vectors. */
-__device__ __forceinline__ void load8(const float *p, float v[8])
+/* N elements of T moved as one vector (16 or 8 bytes), converted to and from float. */
+template <typename T, int N> struct alignas(sizeof(T) * N) VecN { T v[N]; };
+
+template <int N, typename T> __device__ __forceinline__ void load_vec(const T *p, float out[N])
 {
-    float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-}
-__device__ __forceinline__ void store8(float *p, const float v[8])
-{
-    reinterpret_cast<float4 *>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-    reinterpret_cast<float4 *>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
-}
-template <typename H> __device__ __forceinline__ void load8(const H *p, float v[8])
-{
-    Vec16<H> raw = *reinterpret_cast<const Vec16<H> *>(p);
+    VecN<T, N> raw = *reinterpret_cast<const VecN<T, N> *>(p);
 #pragma unroll
-    for (int e = 0; e < 8; e++) v[e] = to_acc<H>(raw.v[e]);
+    for (int e = 0; e < N; e++) out[e] = (float)to_acc<T>(raw.v[e]);
 }
-template <typename H> __device__ __forceinline__ void store8(H *p, const float v[8])
+
+template <int N, typename T> __device__ __forceinline__ void store_vec(T *p, const float in[N])
 {
-    Vec16<H> raw;
+    VecN<T, N> raw;
 #pragma unroll
-    for (int e = 0; e < 8; e++) raw.v[e] = from_acc<H>(v[e]);
-    *reinterpret_cast<Vec16<H> *>(p) = raw;
+    for (int e = 0; e < N; e++) raw.v[e] = from_acc<T>(in[e]);
+    *reinterpret_cast<VecN<T, N> *>(p) = raw;
 }
 
 template <typename TIn, typename TOut, bool ACC, int CAP>
-__global__ void __launch_bounds__(THREADS) convert_slots_kernel(SlotList<CAP> list, char *bucket, bool pack, float scale)
+__global__ void __launch_bounds__(THREADS) convert_slots_kernel(const SlotList<CAP> list, char *__restrict__ bucket, bool pack, float scale)
 {
     const int c = blockIdx.x;
     int lo = 0, hi = list.n - 1;                 /* the slot whose chunks contain c */
@@ -63,21 +56,38 @@ __global__ void __launch_bounds__(THREADS) convert_slots_kernel(SlotList<CAP> li
     const TIn *in = static_cast<const TIn *>(pack ? list.tensor[lo] : slot);
     TOut *out = static_cast<TOut *>(pack ? slot : list.tensor[lo]);
 
+    /* Vectors of 16 bytes of the wider type (4 elements if float32 is involved, else 8), laid
+     * out so that a warp's vector loads cover consecutive memory. All UNROLL loads of a thread
+     * are issued before its first store, keeping enough bytes in flight to saturate HBM. */
+    constexpr int VEC = 16 / (sizeof(TIn) > sizeof(TOut) ? sizeof(TIn) : sizeof(TOut));
+    constexpr int UNROLL = CHUNK / (THREADS * VEC);
     int64_t scalar_from = begin;
     if (aligned16(in) && aligned16(out)) {
-        const int64_t vec_end = begin + (end - begin) / 8 * 8;
-        for (int64_t i = begin + threadIdx.x * 8; i < vec_end; i += THREADS * 8) {
-            float v[8];
-            load8(in + i, v);
+        const int64_t vec_end = begin + (end - begin) / VEC * VEC;
+        float v[UNROLL][VEC];
 #pragma unroll
-            for (int e = 0; e < 8; e++) v[e] = __fmul_rn(v[e], scale);   /* _rn: no fused multiply-add, */
-            if (ACC) {                                                  /* so results match the CPU's  */
-                float o[8];
-                load8(out + i, o);
+        for (int u = 0; u < UNROLL; u++) {
+            const int64_t i = begin + ((int64_t)u * THREADS + threadIdx.x) * VEC;
+            if (i < vec_end) {
+                load_vec<VEC>(in + i, v[u]);
+                if (ACC) {
+                    float o[VEC];
+                    load_vec<VEC>(out + i, o);
 #pragma unroll
-                for (int e = 0; e < 8; e++) v[e] = __fadd_rn(o[e], v[e]);
+                    for (int e = 0; e < VEC; e++) v[u][e] = __fadd_rn(o[e], __fmul_rn(v[u][e], scale));
+                }
             }
-            store8(out + i, v);
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            const int64_t i = begin + ((int64_t)u * THREADS + threadIdx.x) * VEC;
+            if (i < vec_end) {
+                if (!ACC) {      /* _rn: no fused multiply-add, so results match the CPU's */
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) v[u][e] = __fmul_rn(v[u][e], scale);
+                }
+                store_vec<VEC>(out + i, v[u]);
+            }
         }
         scalar_from = vec_end;
     }

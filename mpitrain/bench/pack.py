@@ -13,13 +13,12 @@ several torch formulations (named in the row); the GPU's `copy` row is one large
 tensor.copy_ of the same bytes. Times: median of --repeats rounds, rows taken round-robin,
 each round starting one row later.
 """
-import argparse
-import json
 import time
 
 import numpy as np
 
 from .. import kernels
+from .cli import bench_main
 
 
 def gradient_list(model, device, dtype):
@@ -190,16 +189,7 @@ def add_arguments(parser):
     parser.add_argument("--iters", type=int, default=3, help="iterations per timing")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="rounds; the median is shown")
-    parser.add_argument("--json", help="write the report here too")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m mpitrain.bench pack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    report = run(args)
-    print_table(report)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+    return bench_main("pack", __doc__, add_arguments, run, lambda report, args: print_table(report), argv)

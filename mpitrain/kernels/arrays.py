@@ -60,6 +60,8 @@ def _numpy_name(dtype):
 def current_stream(info, stream=None):
     """The CUDA stream handle to launch on: the caller's `stream` (an int, torch or CuPy stream),
     else the current stream of the array's library on its device."""
+    if type(stream) is int:
+        return stream
     if stream is not None:
         for attr in ("cuda_stream", "ptr"):
             if hasattr(stream, attr):
@@ -67,7 +69,8 @@ def current_stream(info, stream=None):
         return int(stream)
     if info.kind == "torch":
         import torch
-        return torch.cuda.current_stream(info.device).cuda_stream
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)    # ~10x cheaper
+        return raw(info.device) if raw else torch.cuda.current_stream(info.device).cuda_stream
     if info.kind == "cupy":
         import cupy
         return cupy.cuda.get_current_stream().ptr

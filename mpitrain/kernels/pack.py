@@ -74,18 +74,24 @@ class PackPlan:
         self._slots = (MtSlot * max(1, len(infos)))(
             *[MtSlot(i.ptr, i.count, o) for i, o in zip(infos, offsets)])
         self._n = len(infos)
+        self._tensor_code = DTYPE_CODES[self.tensor_dtype]
+        self._wire_code = DTYPE_CODES[self.wire_dtype]
+        self._library = False          # looked up on first use
 
     def pack(self, scale=1.0, stream=None):
         """bucket[slot_i] = wire_dtype(scale * tensor_i) for every tensor, in one pass."""
         lib = self._lib()
         if lib is None:
             return _fallback(self, "pack", scale, False)
-        args = (self._slots, self._n, DTYPE_CODES[self.tensor_dtype], self._info.ptr,
-                DTYPE_CODES[self.wire_dtype], float(scale))
         if self.device < 0:
-            check(lib, lib.mt_cpu_pack(*args))
+            rc = lib.mt_cpu_pack(self._slots, self._n, self._tensor_code, self._info.ptr,
+                                 self._wire_code, float(scale))
         else:
-            check(lib, lib.mt_cuda_pack(*args, self.device, current_stream(self._info, stream)))
+            rc = lib.mt_cuda_pack(self._slots, self._n, self._tensor_code, self._info.ptr,
+                                  self._wire_code, float(scale), self.device,
+                                  current_stream(self._info, stream))
+        if rc:
+            check(lib, rc)
         return self.bucket
 
     def unpack(self, scale=1.0, accumulate=False, stream=None):
@@ -93,17 +99,22 @@ class PackPlan:
         lib = self._lib()
         if lib is None:
             return _fallback(self, "unpack", scale, accumulate)
-        args = (self._slots, self._n, DTYPE_CODES[self.tensor_dtype], self._info.ptr,
-                DTYPE_CODES[self.wire_dtype], float(scale), int(bool(accumulate)))
         if self.device < 0:
-            check(lib, lib.mt_cpu_unpack(*args))
+            rc = lib.mt_cpu_unpack(self._slots, self._n, self._tensor_code, self._info.ptr,
+                                   self._wire_code, float(scale), bool(accumulate))
         else:
-            check(lib, lib.mt_cuda_unpack(*args, self.device, current_stream(self._info, stream)))
+            rc = lib.mt_cuda_unpack(self._slots, self._n, self._tensor_code, self._info.ptr,
+                                    self._wire_code, float(scale), bool(accumulate), self.device,
+                                    current_stream(self._info, stream))
+        if rc:
+            check(lib, rc)
         return self.tensors
 
     def _lib(self):
-        announce()
-        return cpu_lib() if self.device < 0 else cuda_lib()
+        if self._library is False:
+            announce()
+            self._library = cpu_lib() if self.device < 0 else cuda_lib()
+        return self._library
 
 
 def pack(tensors, bucket, offsets=None, scale=1.0, stream=None):

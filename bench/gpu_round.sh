@@ -1,0 +1,36 @@
+#!/bin/bash
+# One round on the GPU machine (through the device tool), everything a GPU issue needs in one
+# call: build the kernels for sm_90, run the CUDA tests, then the GPU benchmarks, each with its
+# baseline in the same run. Results land in $OUT (the device tool brings them back).
+#
+#   bash bench/gpu_round.sh [tests|pack|model|train ...]     (default: all four, in that order)
+set -u
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+# pytest-mpi and friends are not in the image: carried as wheels in .whl/ (pip download -d .whl)
+if ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --target /tmp/mpitrain-wheels .whl/*.whl
+  export PYTHONPATH=/tmp/mpitrain-wheels:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/gpu.txt"
+$PY -m mpitrain.kernels.build --force 2>&1 | tail -2
+
+steps=${*:-tests pack model train}
+for step in $steps; do
+  echo "=== $step"
+  case $step in
+    tests) $PY -m pytest -q -p no:cacheprovider tests/serial/test_kernels_cuda.py \
+             tests/serial/test_kernels_cpu.py 2>&1 | tail -15 | tee "$OUT/tests.txt" ;;
+    pack)  $PY -m mpitrain.bench pack --device cuda --iters 5 --repeats 5 \
+             --json "$OUT/pack-gpu.json" | tee "$OUT/pack-gpu.txt" ;;
+    model) $PY -m mpitrain.bench model --model vit_l16 --batch-size 64 --precision bf16 --repeats 6 \
+             --json "$OUT/model-vit_l16.json" 2>&1 | grep -v Warning | tee "$OUT/model-vit_l16.txt" ;;
+    train) $PY -m mpitrain.train vit_l16 --data synthetic --precision bf16 --batch-size 64 \
+             --steps 60 --log-every 20 --no-progress 2>&1 | tee "$OUT/train-vit_l16.txt" ;;
+  esac
+done
