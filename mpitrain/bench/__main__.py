@@ -2,10 +2,12 @@
 
     collectives   hand-rolled collectives against MPI's own (mpiexec -n 4 ...)
     pack          fused gradient pack/unpack against a copy loop and torch's best
+    model         our ViT's training throughput against timm's (eager and compiled)
 """
 import sys
 
-SUBCOMMANDS = {"collectives": "mpitrain.bench.collectives", "pack": "mpitrain.bench.pack"}
+SUBCOMMANDS = {"collectives": "mpitrain.bench.collectives", "pack": "mpitrain.bench.pack",
+               "model": "mpitrain.bench.model"}
 
 
 def main(argv=None):

@@ -1,0 +1,132 @@
+"""The trainer's configuration: one dataclass, one field per flag, checked up front.
+
+`python -m mpitrain.train --help` prints the same fields as the command-line reference.
+"""
+import argparse
+from dataclasses import dataclass, fields
+
+from ..data import SOURCES
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+PARALLEL = ("dp", "zero1", "zero2", "zero3")
+
+
+class ConfigError(ValueError):
+    """A bad flag or flag combination; every rank sees the same one and exits with code 2."""
+
+
+@dataclass
+class TrainConfig:
+    model: str = "vit_digits"        # variant name (vit_b16, ...) or timm name (vit_base_patch16_224)
+    data: str = "digits"             # digits | cifar10 | imagefolder | synthetic
+    data_dir: str = ""               # directory of cifar10 / imagefolder data
+    img_size: int = 0                # model input side in pixels (0: the variant's own)
+    epochs: int = 10                 # passes over the training set (ignored when steps > 0)
+    steps: int = 0                   # optimizer steps to run (0: run `epochs` epochs)
+    batch_size: int = 128            # global batch: images per optimizer step, all ranks together
+    micro_batch_size: int = 0        # images per forward/backward on one rank (0: batch/ranks/accum)
+    grad_accum: int = 0              # micro-batches per step on each rank (0: batch/ranks/micro)
+    lr: float = 1e-3                 # peak learning rate
+    warmup: int = 10                 # steps of linear warm-up before the cosine decay to zero
+    optimizer: str = "adamw"         # adamw | sgd (momentum 0.9)
+    weight_decay: float = 0.05       # decoupled weight decay (adamw), L2 (sgd)
+    precision: str = "fp32"          # fp32 | bf16 | fp16 (autocast; fp16 with loss scaling)
+    compile: bool = False            # torch.compile the model
+    checkpoint_activations: bool = False   # recompute each block in backward to save memory
+    seed: int = 0                    # model init and data order (identical on every rank)
+    eval_every: int = 0              # steps between test evaluations (0: at each epoch's end)
+    log_every: int = 10              # steps between progress / JSON lines
+    log_jsonl: str = ""              # write metrics as JSON lines here (rank 0)
+    device: str = "auto"             # auto (the local rank's GPU if any, else CPU) | cpu | cuda
+    parallel: str = "dp"             # dp | zero1 | zero2 | zero3
+    checkpoint_dir: str = ""         # save checkpoints here (arrives with the checkpoint issue)
+    checkpoint_every: int = 0        # steps between checkpoints
+    resume: bool = False             # continue from the newest checkpoint in checkpoint_dir
+    peak_tflops: float = 0.0         # one device's peak for MFU (0: measured by a matmul at start)
+    progress: bool = True            # rank 0's progress bar
+
+    def check(self, world_size):
+        """Raise ConfigError naming the bad value; fill in micro_batch_size and grad_accum."""
+        if self.data not in SOURCES:
+            raise ConfigError(f"--data {self.data}: choose from {', '.join(SOURCES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {self.precision}: choose from {', '.join(PRECISIONS)}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"--optimizer {self.optimizer}: choose adamw or sgd")
+        if self.parallel not in PARALLEL:
+            raise ConfigError(f"--parallel {self.parallel}: choose from {', '.join(PARALLEL)}")
+        if self.parallel != "dp":
+            raise ConfigError(f"--parallel {self.parallel} is not built yet (the ZeRO issue); "
+                              f"use --parallel dp")
+        if self.checkpoint_dir or self.resume:
+            raise ConfigError("--checkpoint-dir / --resume are not built yet (the checkpoint issue)")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device {self.device}: choose auto, cpu or cuda")
+        for name in ("batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "steps", "micro_batch_size", "grad_accum", "warmup", "eval_every",
+                     "img_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.steps == 0 and self.epochs == 0:
+            raise ConfigError("nothing to run: --epochs 0 and --steps 0")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        per_rank, rem = divmod(self.batch_size, world_size)
+        if rem:
+            raise ConfigError(f"--batch-size {self.batch_size} does not divide over {world_size} ranks")
+        if self.micro_batch_size and self.grad_accum:
+            if self.micro_batch_size * self.grad_accum != per_rank:
+                raise ConfigError(f"--batch-size {self.batch_size} != {world_size} ranks x "
+                                  f"--micro-batch-size {self.micro_batch_size} x --grad-accum "
+                                  f"{self.grad_accum}")
+        elif self.micro_batch_size:
+            if per_rank % self.micro_batch_size:
+                raise ConfigError(f"--batch-size {self.batch_size} is not divisible by {world_size} "
+                                  f"ranks x --micro-batch-size {self.micro_batch_size}")
+            self.grad_accum = per_rank // self.micro_batch_size
+        else:
+            accum = self.grad_accum or 1
+            if per_rank % accum:
+                raise ConfigError(f"--batch-size {self.batch_size} is not divisible by {world_size} "
+                                  f"ranks x --grad-accum {accum}")
+            self.grad_accum, self.micro_batch_size = accum, per_rank // accum
+        return self
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="python -m mpitrain.train",
+        description="Train a Vision Transformer, data parallel over the ranks of mpiexec.",
+        epilog="example: mpiexec -n 4 python -m mpitrain.train vit_digits --epochs 30")
+    for f in fields(TrainConfig):
+        help_text = _help(f.name)
+        if f.name == "model":
+            p.add_argument("model", nargs="?", default=f.default, help=help_text)
+        elif f.type in (bool, "bool"):
+            flag = f"--{f.name.replace('_', '-')}"
+            if f.default:
+                p.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name,
+                               action="store_false", help=f"turn off: {help_text}")
+            else:
+                p.add_argument(flag, action="store_true", help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default,
+                           help=f"{help_text} (default: {f.default!r})")
+    return p
+
+
+def _help(name):
+    """The comment after the field in this file's source is its help text."""
+    import inspect
+    for line in inspect.getsource(TrainConfig).splitlines():
+        stripped = line.strip()
+        if stripped.startswith(f"{name}:") and "#" in stripped:
+            return stripped.split("#", 1)[1].strip()
+    return name
+
+
+def from_args(argv=None):
+    return TrainConfig(**vars(parser().parse_args(argv)))

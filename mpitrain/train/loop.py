@@ -1,0 +1,190 @@
+"""The training loop: data-parallel steps with gradient accumulation, a warm-up + cosine
+schedule, mixed precision, periodic test evaluation, and rank-0 reporting.
+
+Every rank runs the same code on its own slice of each batch; gradients are averaged across
+ranks after backward (parallel/data_parallel.py). Failures every rank sees (bad flags, missing
+data, a NaN loss) end every rank with the same message and a non-zero exit; a failure on one
+rank only reaches the abort hook of mpitrain.comm, which ends the job.
+"""
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import kernels
+from ..data import ShardedSampler, load_dataset
+from ..data.sampler import eval_indices
+from ..models import VARIANTS, VisionTransformer, ViTConfig
+from ..parallel import FlatGradientAllReduce, broadcast_parameters
+from .config import ConfigError
+from .metrics import JsonLines, Progress, measure_matmul_tflops
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingError(RuntimeError):
+    """A failure of the run itself (e.g. a NaN loss), the same on every rank."""
+
+
+def pick_device(cfg, world):
+    has_cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not has_cuda:
+        raise ConfigError("--device cuda: CUDA was asked for, but no GPU is visible "
+                          "(torch.cuda.is_available() is False)")
+    if cfg.device == "cpu" or not has_cuda:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, (cores or 1) // world.local_size))
+        return torch.device("cpu")
+    index = world.local_rank % torch.cuda.device_count()     # more ranks than GPUs share them
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def lr_at(step, cfg, total):
+    """Linear warm-up to cfg.lr over cfg.warmup steps, then cosine decay to zero at `total`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, total - cfg.warmup)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(cfg, model, device):
+    decay = [p for p in model.parameters() if p.ndim >= 2]         # weights, not biases / norms
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999),
+                             fused=device.type == "cuda")
+
+
+def evaluate(model, data, world, device, img_size, precision):
+    """Top-1 accuracy over the whole test set: each rank scores its slice, counts are summed."""
+    if data is None:
+        return None
+    model.eval()
+    correct = 0
+    mine = eval_indices(len(data), world.rank, world.size)
+    with torch.no_grad(), torch.autocast(device.type, AUTOCAST.get(precision, torch.float32),
+                                         enabled=precision in AUTOCAST):
+        for start in range(0, len(mine), 256):
+            x, y = data.batch(mine[start: start + 256], device, img_size, train=False)
+            correct += int((model(x).argmax(-1) == y).sum())
+    counts = np.array([correct, len(mine)], np.int64)
+    world.all_reduce(counts)
+    model.train()
+    return counts[0] / max(1, counts[1])
+
+
+def cpu_warning(cfg, mcfg, peak_tflops, world):
+    """On a CPU, a big model gets an estimate of its step time and a suggestion that fits."""
+    per_rank = cfg.batch_size // world.size
+    seconds = mcfg.flops_per_image() * per_rank / (peak_tflops * 1e12)
+    if seconds < 10:
+        return None
+    fits = [v.name for v in sorted(VARIANTS.values(), key=lambda v: v.flops_per_image())
+            if v.flops_per_image() * per_rank / (peak_tflops * 1e12) < 1.0]
+    return (f"warning: {mcfg.name} on a CPU: at least {seconds:.0f} s per step on each rank "
+            f"({mcfg.flops_per_image() / 1e9:.0f} GFLOP per image x {per_rank} images at the "
+            f"measured {peak_tflops * 1e3:.0f} GFLOP/s); a model that fits this machine: "
+            f"{fits[-1] if fits else 'vit_digits'} (e.g. {fits[-1] if fits else 'vit_digits'} --data digits)")
+
+
+def train(cfg, world):
+    cfg.check(world.size)
+    device = pick_device(cfg, world)
+    data = load_dataset(cfg.data, cfg.data_dir, cfg.img_size or None,
+                        num_classes=ViTConfig.named(cfg.model).num_classes,
+                        channels=ViTConfig.named(cfg.model).in_chans)
+    overrides = {"num_classes": data.num_classes, "in_chans": data.channels}
+    if cfg.img_size:
+        overrides["img_size"] = cfg.img_size
+    mcfg = ViTConfig.named(cfg.model, **overrides)
+
+    torch.manual_seed(cfg.seed)
+    model = VisionTransformer(mcfg, cfg.checkpoint_activations).to(device)
+    broadcast_parameters(model, world)
+    step_model = torch.compile(model) if cfg.compile else model
+    optimizer = make_optimizer(cfg, model, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    reducer = FlatGradientAllReduce(model, world)
+
+    per_rank_batch = cfg.micro_batch_size * cfg.grad_accum
+    sampler = ShardedSampler(len(data.train), world.rank, world.size, per_rank_batch, cfg.seed)
+    total = cfg.steps or cfg.epochs * sampler.steps_per_epoch
+    eval_every = cfg.eval_every or sampler.steps_per_epoch
+
+    peak = cfg.peak_tflops or measure_matmul_tflops(device, cfg.precision)
+    job_peak = np.array([peak], np.float64)
+    world.all_reduce(job_peak)
+    flops_per_image = mcfg.flops_per_image()
+    warning = cpu_warning(cfg, mcfg, peak, world) if device.type == "cpu" else None
+    world.print0(f"mpitrain.train: {mcfg.name} ({mcfg.count_params() / 1e6:.2f} M params, "
+                 f"{mcfg.img_size}px, {mcfg.num_classes} classes) on {cfg.data}; {world.size} "
+                 f"rank(s) on {device.type}; global batch {cfg.batch_size} = {world.size} x "
+                 f"{cfg.micro_batch_size} x {cfg.grad_accum} accum; {total} steps; {cfg.precision}"
+                 f"{' compiled' if cfg.compile else ''}\n  kernels: {kernels.describe_backend()}\n"
+                 f"  MFU peak: {job_peak[0]:.2f} TFLOP/s (sum over ranks of "
+                 f"{'--peak-tflops' if cfg.peak_tflops else 'a matmul measured at start-up'})")
+    if warning:
+        world.print0(warning)
+
+    log = JsonLines(cfg.log_jsonl, world.rank == 0)
+    progress = Progress(total, cfg.progress and world.rank == 0, world.print0)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + world.rank)   # augmentation draws
+    step, epoch, accuracy = 0, 0, None
+    window_seconds, window_steps = 0.0, 0      # training time only: evaluation is left out
+    loss_sum = np.zeros(1, np.float64)
+    while step < total:
+        for _, indices in sampler.batches(epoch):
+            if step >= total:
+                break
+            step_start = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg, total)
+            local_loss = 0.0
+            for m in range(cfg.grad_accum):
+                part = indices[m * cfg.micro_batch_size: (m + 1) * cfg.micro_batch_size]
+                x, y = data.train.batch(part, device, mcfg.img_size, train=True, generator=gen)
+                with torch.autocast(device.type, AUTOCAST.get(cfg.precision, torch.float32),
+                                    enabled=cfg.precision in AUTOCAST):
+                    loss = F.cross_entropy(step_model(x), y) / cfg.grad_accum
+                scaler.scale(loss).backward()
+                local_loss += float(loss.detach())
+            reducer.all_reduce()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=False)
+            loss_sum[0] = local_loss
+            world.all_reduce(loss_sum, op="avg")
+            step += 1
+            window_steps += 1
+            if not math.isfinite(loss_sum[0]):
+                raise TrainingError(f"loss is {loss_sum[0]} at step {step} (epoch {epoch}); "
+                                    f"try a lower --lr or --precision bf16/fp32")
+            if step % cfg.log_every == 0 or step == total:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+            window_seconds += time.perf_counter() - step_start
+            if step % cfg.log_every == 0 or step == total:
+                img_s = window_steps * cfg.batch_size / window_seconds
+                mfu = img_s * flops_per_image / (job_peak[0] * 1e12)
+                progress.update(window_steps, step, total, loss_sum[0], img_s, mfu)
+                log.write(step=step, epoch=epoch, loss=loss_sum[0], lr=lr_at(step - 1, cfg, total),
+                          img_per_s=img_s, mfu=mfu, time=time.time())
+                window_seconds, window_steps = 0.0, 0
+            if step % eval_every == 0 or step == total:
+                accuracy = evaluate(step_model, data.test, world, device, mcfg.img_size, cfg.precision)
+                if accuracy is not None:
+                    progress.write(f"epoch {epoch} step {step}: test accuracy {accuracy * 100:.2f}%")
+                    log.write(step=step, epoch=epoch, test_accuracy=accuracy, time=time.time())
+        epoch += 1
+    progress.close()
+    log.close()
+    world.print0(f"done: {step} steps, final loss {loss_sum[0]:.4f}"
+                 + (f", test accuracy {accuracy * 100:.2f}%" if accuracy is not None else ""))
+    return {"steps": step, "loss": float(loss_sum[0]), "test_accuracy": accuracy}

@@ -1,0 +1,82 @@
+"""What the trainer reports: throughput, model FLOPs utilization, JSON lines, a progress bar.
+
+MFU = model FLOPs per image (ViTConfig.flops_per_image: 6 x params x tokens + attention) x
+images per second / the job's peak. The peak is measured, not looked up: each rank times a
+square matrix product in the training precision on its device at start-up (GPU: 8192^3 for
+bf16/fp16, 4096^3 for fp32; CPU: 1024^3), all ranks at once, and the job's peak is the sum.
+Ranks sharing a device therefore share its peak. --peak-tflops replaces the measured value
+per rank (e.g. a datasheet number).
+"""
+import json
+import time
+
+import torch
+
+MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def measure_matmul_tflops(device, precision, seconds=0.5):
+    """Sustained TFLOP/s of a square matrix product on this rank's device."""
+    cuda = device.type == "cuda"
+    n = (8192 if precision != "fp32" else 4096) if cuda else 1024
+    dtype = MATMUL_DTYPES[precision] if cuda else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    a @ b
+    sync()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or count < 3:
+        a @ b
+        count += 1
+        if not cuda or count % 5 == 0:
+            sync()
+    sync()
+    return 2 * n ** 3 * count / (time.perf_counter() - start) / 1e12
+
+
+class JsonLines:
+    """Append one JSON object per line (rank 0 only; other ranks hold a no-op)."""
+
+    def __init__(self, path, enabled):
+        self.file = open(path, "a") if (path and enabled) else None
+
+    def write(self, **record):
+        if self.file:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self):
+        if self.file:
+            self.file.close()
+
+
+class Progress:
+    """tqdm bar on rank 0 when enabled and tqdm is installed, else plain lines every log step."""
+
+    def __init__(self, total, enabled, printer):
+        self.bar = None
+        self.printer = printer
+        if enabled:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+            except ImportError:
+                pass
+
+    def update(self, steps, step, total, loss, img_s, mfu):
+        if self.bar is not None:
+            self.bar.update(steps)
+            self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{img_s:.0f}", mfu=f"{mfu * 100:.1f}%")
+        else:
+            self.printer(f"step {step}/{total}  loss {loss:.4f}  {img_s:.0f} img/s  MFU {mfu * 100:.1f}%")
+
+    def write(self, text):
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            self.printer(text)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()

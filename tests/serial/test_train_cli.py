@@ -1,0 +1,64 @@
+"""`python -m mpitrain.train` under mpiexec: N ranks equal one rank, and bad input ends every
+rank with a message and a non-zero exit (never a hang)."""
+import json
+import re
+
+import pytest
+
+from launch import run_mpi
+
+torch = pytest.importorskip("torch")
+
+
+def losses(tmp_path, ranks, extra=()):
+    log = tmp_path / f"log{ranks}.jsonl"
+    proc = run_mpi(ranks, ["-m", "mpitrain.train", "vit_digits", "--steps", "6", "--batch-size", "48",
+                           "--log-every", "1", "--warmup", "2", "--lr", "3e-3", "--no-progress",
+                           "--log-jsonl", str(log), *extra], timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return [r["loss"] for r in map(json.loads, log.read_text().splitlines()) if "loss" in r], proc
+
+
+@pytest.mark.parametrize("ranks, extra", [(2, ()), (3, ()), (2, ("--grad-accum", "2"))])
+def test_n_ranks_follow_the_single_process_loss_sequence(tmp_path, ranks, extra):
+    single, _ = losses(tmp_path, 1)
+    multi, proc = losses(tmp_path, ranks, extra)
+    assert len(single) == len(multi) == 6
+    assert multi == pytest.approx(single, rel=1e-5), proc.stdout
+    assert "test accuracy" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["vit_nonesuch"], r"unknown model 'vit_nonesuch'; valid: vit_ti16"),
+    (["vit_digits", "--batch-size", "33"], r"--batch-size 33 does not divide over 2 ranks"),
+    (["vit_digits", "--batch-size", "32", "--micro-batch-size", "5"],
+     r"--batch-size 32 is not divisible by 2 ranks x --micro-batch-size 5"),
+    (["vit_digits", "--data", "cifar10", "--data-dir", "/nonexistent"],
+     r"CIFAR-10 file missing: /nonexistent/data_batch_1"),
+    (["vit_digits", "--parallel", "zero3"], r"--parallel zero3 is not built yet"),
+    (["vit_digits", "--lr", "1e30", "--steps", "20", "--warmup", "0", "--optimizer", "sgd"],
+     r"loss is (nan|inf) at step \d+"),
+])
+def test_bad_input_ends_every_rank_with_a_message(args, message):
+    proc = run_mpi(2, ["-m", "mpitrain.train", *args, "--no-progress"], timeout=120)
+    assert proc.returncode != 0
+    assert re.search(message, proc.stderr), proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_cuda_without_a_gpu_is_refused():
+    proc = run_mpi(2, ["-m", "mpitrain.train", "vit_digits", "--device", "cuda"], timeout=120)
+    assert proc.returncode != 0
+    assert "--device cuda: CUDA was asked for, but no GPU is visible" in proc.stderr
+
+
+def test_help_lists_every_flag():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "mpitrain.train", "--help"], capture_output=True,
+                         text=True, timeout=60).stdout
+    for flag in ("--data", "--data-dir", "--epochs", "--steps", "--batch-size", "--micro-batch-size",
+                 "--grad-accum", "--lr", "--warmup", "--optimizer", "--weight-decay", "--precision",
+                 "--compile", "--seed", "--eval-every", "--log-jsonl", "--checkpoint-dir", "--resume",
+                 "--parallel"):
+        assert flag in out
