@@ -146,7 +146,7 @@ def train(cfg, world):
             step_start = time.perf_counter()
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg, total)
-            local_loss = 0.0
+            local_loss = torch.zeros((), device=device)     # summed on the device: no sync per micro-batch
             for m in range(cfg.grad_accum):
                 part = indices[m * cfg.micro_batch_size: (m + 1) * cfg.micro_batch_size]
                 x, y = data.train.batch(part, device, mcfg.img_size, train=True, generator=gen)
@@ -154,23 +154,23 @@ def train(cfg, world):
                                     enabled=cfg.precision in AUTOCAST):
                     loss = F.cross_entropy(step_model(x), y) / cfg.grad_accum
                 scaler.scale(loss).backward()
-                local_loss += float(loss.detach())
+                local_loss += loss.detach()
             reducer.all_reduce()
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=False)
-            loss_sum[0] = local_loss
+            loss_sum[0] = float(local_loss)                  # the step's one host sync
             world.all_reduce(loss_sum, op="avg")
             step += 1
             window_steps += 1
             if not math.isfinite(loss_sum[0]):
                 raise TrainingError(f"loss is {loss_sum[0]} at step {step} (epoch {epoch}); "
                                     f"try a lower --lr or --precision bf16/fp32")
-            if step % cfg.log_every == 0 or step == total:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+            logging_step = step % cfg.log_every == 0 or step == total
+            if logging_step and device.type == "cuda":
+                torch.cuda.synchronize()
             window_seconds += time.perf_counter() - step_start
-            if step % cfg.log_every == 0 or step == total:
+            if logging_step:
                 img_s = window_steps * cfg.batch_size / window_seconds
                 mfu = img_s * flops_per_image / (job_peak[0] * 1e12)
                 progress.update(window_steps, step, total, loss_sum[0], img_s, mfu)
