@@ -87,9 +87,7 @@ def run(args):
             rows.append({"mode": mode, "impl": impl, "img_per_s": img_s,
                          "rounds_img_per_s": samples[impl],
                          "tflops": img_s * flops / 1e12,
-                         "vs_timm": img_s / med["timm"] if "timm" in med else None,
-                         "max_memory_GiB": (torch.cuda.max_memory_allocated() / 2**30
-                                            if device.type == "cuda" else None)})
+                         "vs_timm": img_s / med["timm"] if "timm" in med else None})
         del steps
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -54,9 +54,9 @@ class Case:
         self.layouts = [kernels.BucketLayout.of(g, wire) for g in self.groups]
         self.buckets = [torch.zeros(lay.total, dtype=wire_dtype, device=grads[0].device)
                         for lay in self.layouts]
-        self.views = [[b[o: o + t.numel()] for t, o in zip(g, lay.offsets)]
-                      for g, b, lay in zip(self.groups, self.buckets, self.layouts)]
-        self.flat = [[v.view(t.shape) for v, t in zip(vs, g)] for vs, g in zip(self.views, self.groups)]
+        # each tensor's slot in its bucket, shaped like the tensor (what the torch rows copy into)
+        self.flat = [[b[o: o + t.numel()].view(t.shape) for t, o in zip(g, lay.offsets)]
+                     for g, b, lay in zip(self.groups, self.buckets, self.layouts)]
         self.elements = sum(t.numel() for t in grads)
         self.plans = [kernels.PackPlan(g, b, lay.offsets)
                       for g, b, lay in zip(self.groups, self.buckets, self.layouts)]

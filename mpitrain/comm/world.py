@@ -93,11 +93,15 @@ def init(comm=None, timeout=None, debug=None, abort_on_error=True):
     return Communicator(comm, topology, timeout=timeout, debug=debug)
 
 
+def cores_per_rank(local_size):
+    """This rank's share of the cores it may run on (at least one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, local_size))
+
+
 def share_cores(local_size):
     """Give the compiled kernels this rank's share of the node's cores (all of them when one
     rank runs alone; one thread each when ranks outnumber cores). MPITRAIN_CPU_THREADS wins."""
     from .. import kernels
-    if os.environ.get("MPITRAIN_CPU_THREADS"):
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    kernels.set_cpu_threads(max(1, (cores or 1) // max(1, local_size)))
+    if not os.environ.get("MPITRAIN_CPU_THREADS"):
+        kernels.set_cpu_threads(cores_per_rank(local_size))

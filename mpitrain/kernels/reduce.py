@@ -104,33 +104,39 @@ def _where(device):
 
 
 def _host_multi_reduce(dst, srcs, dtype, op):
-    """Host arrays: widen 16-bit floats to float32, combine, round once (as the GPU does)."""
-    to_np = [_as_numpy(s) for s in srcs]
-    out = _as_numpy(dst)
-    if dtype in ("float16", "bfloat16"):
-        wide = [reference.bf16_to_f32(a.view(np.uint16)) if dtype == "bfloat16"
-                else a.astype(np.float32) for a in to_np]
-        acc = wide[0].copy()
-        for w in wide[1:]:
-            reference.reducer("float32", op)(acc, w)
-        out.view(np.uint16)[...] = (reference.f32_to_bf16(acc) if dtype == "bfloat16"
-                                    else acc.astype(np.float16).view(np.uint16))
+    """Host arrays. dst = dst op src (reduce_into) is the compiled reduce step; longer lists
+    widen 16-bit floats to float32, combine, and round once (as the GPU does)."""
+    out = storage_view(dst, dtype)
+    arrays = [storage_view(s, dtype) for s in srcs]
+    if len(arrays) == 2 and _same_start(out, arrays[0]):
+        reduce_(out, arrays[1], dtype, op)
         return dst
-    acc = to_np[0].copy()
-    for a in to_np[1:]:
+    if dtype in ("float16", "bfloat16"):
+        wide = [reference.bf16_to_f32(a) if dtype == "bfloat16" else a.astype(np.float32)
+                for a in arrays]
+        for w in wide[1:]:
+            reference.reducer("float32", op)(wide[0], w)
+        out[...] = reference.f32_to_bf16(wide[0]) if dtype == "bfloat16" else wide[0]
+        return dst
+    acc = arrays[0].copy()
+    for a in arrays[1:]:
         reference.reducer(dtype, op)(acc, a)
     out[...] = acc
     return dst
 
 
-def _as_numpy(x):
-    """A flat numpy view of a host array (torch bfloat16 becomes its uint16 bits)."""
+def _same_start(a, b):
+    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+
+
+def storage_view(x, dtype):
+    """A flat numpy view of a host array in its storage dtype (bfloat16 as uint16 bits)."""
     if type(x).__module__.split(".")[0] == "torch":
         import torch
-        if x.dtype == torch.bfloat16:
-            x = x.view(torch.int16)
-        return x.reshape(-1).numpy().view(np.uint16) if x.dtype == torch.int16 else x.reshape(-1).numpy()
-    return x.reshape(-1)
+        flat = x.reshape(-1)
+        return flat.view(torch.int16).numpy().view(np.uint16) if flat.dtype == torch.bfloat16 else flat.numpy()
+    flat = x.reshape(-1)
+    return flat.view(np.uint16) if dtype == "bfloat16" else flat
 
 
 def _torch_multi_reduce(dst, srcs, op):

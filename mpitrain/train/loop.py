@@ -7,7 +7,6 @@ data, a NaN loss) end every rank with the same message and a non-zero exit; a fa
 rank only reaches the abort hook of mpitrain.comm, which ends the job.
 """
 import math
-import os
 import time
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import kernels
+from ..comm.world import cores_per_rank
 from ..data import ShardedSampler, load_dataset
 from ..data.sampler import eval_indices
 from ..models import VARIANTS, VisionTransformer, ViTConfig
@@ -35,8 +35,7 @@ def pick_device(cfg, world):
         raise ConfigError("--device cuda: CUDA was asked for, but no GPU is visible "
                           "(torch.cuda.is_available() is False)")
     if cfg.device == "cpu" or not has_cuda:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        torch.set_num_threads(max(1, (cores or 1) // world.local_size))
+        torch.set_num_threads(cores_per_rank(world.local_size))
         return torch.device("cpu")
     index = world.local_rank % torch.cuda.device_count()     # more ranks than GPUs share them
     torch.cuda.set_device(index)
@@ -88,18 +87,19 @@ def cpu_warning(cfg, mcfg, peak_tflops, world):
         return None
     fits = [v.name for v in sorted(VARIANTS.values(), key=lambda v: v.flops_per_image())
             if v.flops_per_image() * per_rank / (peak_tflops * 1e12) < 1.0]
+    suggestion = fits[-1] if fits else "vit_digits"
     return (f"warning: {mcfg.name} on a CPU: at least {seconds:.0f} s per step on each rank "
             f"({mcfg.flops_per_image() / 1e9:.0f} GFLOP per image x {per_rank} images at the "
             f"measured {peak_tflops * 1e3:.0f} GFLOP/s); a model that fits this machine: "
-            f"{fits[-1] if fits else 'vit_digits'} (e.g. {fits[-1] if fits else 'vit_digits'} --data digits)")
+            f"{suggestion} (e.g. {suggestion} --data digits)")
 
 
 def train(cfg, world):
     cfg.check(world.size)
     device = pick_device(cfg, world)
+    variant = ViTConfig.named(cfg.model)        # unknown names fail here, listing the valid ones
     data = load_dataset(cfg.data, cfg.data_dir, cfg.img_size or None,
-                        num_classes=ViTConfig.named(cfg.model).num_classes,
-                        channels=ViTConfig.named(cfg.model).in_chans)
+                        num_classes=variant.num_classes, channels=variant.in_chans)
     overrides = {"num_classes": data.num_classes, "in_chans": data.channels}
     if cfg.img_size:
         overrides["img_size"] = cfg.img_size

@@ -58,7 +58,7 @@ def test_compiled_divide_equals_reference(dtype, n):
 
 
 @needs_c
-def test_reducer_uses_numpy_below_threshold_and_c_above_with_equal_results():
+def test_reducer_is_exact_on_both_sides_of_the_compiled_threshold():
     rng = np.random.default_rng(5)
     f = kernels.reducer("float32", "sum")
     for n in (10, kernels.reduce.COMPILED_MIN_BYTES // 4 + 1):
@@ -125,6 +125,23 @@ def test_pack_unpack_match_torch(dtype, wire, scale, misaligned, backend):
     for out, prev, o in zip(outs, before, layout.offsets):
         want = (prev.float() + bucket[o: o + out.numel()].float() * 0.5).to(out.dtype)
         assert torch.equal(out, want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int32"])
+@pytest.mark.parametrize("k", [1, 2, 3, 8])
+def test_host_multi_reduce_and_reduce_into_match_reference(dtype, k):
+    rng = np.random.default_rng(k)
+    srcs = [torch.from_numpy(rng.standard_normal(1001).astype(np.float32) * 9).to(
+        torch.int32 if dtype == "int32" else TORCH_DTYPES[dtype]) for _ in range(k)]
+    expected = srcs[0].float().clone() if dtype != "int32" else srcs[0].clone()   # float32 accumulator
+    for s in srcs[1:]:
+        expected += s if dtype == "int32" else s.float()
+    dst = torch.empty_like(srcs[0])
+    kernels.multi_reduce(dst, srcs, "sum")
+    assert torch.equal(dst, expected.to(dst.dtype))                  # rounded once at the end
+    a, b = srcs[0].clone(), srcs[-1]
+    kernels.reduce_into(a, b, "max")
+    assert torch.equal(a, torch.maximum(srcs[0], b))
 
 
 def test_pack_numpy_arrays_match_torch():
