@@ -3,7 +3,8 @@
 # call: build the kernels for sm_90, run the CUDA tests, then the GPU benchmarks, each with its
 # baseline in the same run. Results land in $OUT (the device tool brings them back).
 #
-#   bash bench/gpu_round.sh [tests|pack|model|train ...]     (default: all four, in that order)
+#   bash bench/gpu_round.sh [tests|pack|model|train|dp-tests|dp-bench ...]
+#   (default: tests pack model train, in that order; dp-* run one rank per visible GPU)
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:-out}
@@ -19,6 +20,9 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/gpu.txt"
 $PY -m mpitrain.kernels.build --force 2>&1 | tail -2
+NGPU=$(nvidia-smi -L | wc -l)
+MPIRUN="${MPIEXEC:-mpiexec} --allow-run-as-root --oversubscribe -x PYTHONPATH -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST -x NVSHMEM_DISABLE_NVLS"
+PYFULL=$(command -v $PY)
 
 steps=${*:-tests pack model train}
 for step in $steps; do
@@ -32,5 +36,12 @@ for step in $steps; do
              --json "$OUT/model-vit_l16.json" 2>&1 | grep -v Warning | tee "$OUT/model-vit_l16.txt" ;;
     train) $PY -m mpitrain.train vit_l16 --data synthetic --precision bf16 --batch-size 64 \
              --steps 60 --log-every 20 --no-progress 2>&1 | tee "$OUT/train-vit_l16.txt" ;;
+    dp-tests) for n in 1 2; do
+             MPITRAIN_TIMEOUT=120 timeout 600 $MPIRUN -n $n $PYFULL -m pytest -q -p no:cacheprovider \
+               --with-mpi tests/mpi/test_data_parallel.py 2>&1 | tail -4 | tee -a "$OUT/dp-tests.txt"
+           done ;;
+    dp-bench) $MPIRUN -n $NGPU $PYFULL -m mpitrain.bench train vit_b16 --precision bf16 \
+             --batch-size $((64 * NGPU)) --impl mpitrain,ddp,local --rounds 3 --steps 10 \
+             --json "$OUT/dp-bench-vit_b16.json" 2>&1 | grep -v Warning | tee "$OUT/dp-bench-vit_b16.txt" ;;
   esac
 done

@@ -3,11 +3,13 @@
     collectives   hand-rolled collectives against MPI's own (mpiexec -n 4 ...)
     pack          fused gradient pack/unpack against a copy loop and torch's best
     model         our ViT's training throughput against timm's (eager and compiled)
+    train         data-parallel training steps against torch DDP (mpiexec -n 4 ...)
 """
 import sys
 
 SUBCOMMANDS = {"collectives": "mpitrain.bench.collectives", "pack": "mpitrain.bench.pack",
-               "model": "mpitrain.bench.model"}
+               "model": "mpitrain.bench.model",
+               "train": "mpitrain.bench.train"}
 
 
 def main(argv=None):

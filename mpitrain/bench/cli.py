@@ -12,7 +12,8 @@ def bench_main(prog, doc, add_arguments, run, show, argv=None):
     args = parser.parse_args(argv)
     report = run(args)
     show(report, args)
-    if args.json:
+    rank = report.get("rank", 0) if isinstance(report, dict) else 0     # MPI benchmarks: rank 0 writes
+    if args.json and rank == 0:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     return report

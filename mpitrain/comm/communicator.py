@@ -39,6 +39,7 @@ class Communicator:
         self.ctl = comm.Dup()                # control plane: debug-mode agreement
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
+        self.topology = topology
         self.local_rank = topology.local_rank
         self.local_size = topology.local_size
         self.node = topology.node
@@ -54,6 +55,12 @@ class Communicator:
     def __repr__(self):
         return (f"Communicator(rank={self.rank}, size={self.size}, local_rank={self.local_rank}, "
                 f"local_size={self.local_size}, node={self.node}/{self.num_nodes})")
+
+    def dup(self):
+        """A Communicator over the same ranks with its own message space, scratch memory and
+        watchdog: collectives on it never pair with this one's, so another thread may use it
+        (the data-parallel engine's communication thread does)."""
+        return Communicator(self.mpi_comm, self.topology, timeout=self.timeout, debug=self.debug)
 
     # ----------------------------------------------------------------- helpers for every rank
     def print0(self, *args, **kwargs):

@@ -1,63 +1,291 @@
-"""Data parallel, the simplest correct form: after backward, all gradients in one bucket.
+"""Data parallel with bucketed gradients whose all-reduce overlaps the rest of backward.
 
-    broadcast_parameters(model, world)         # every rank starts from rank 0's weights
-    reducer = FlatGradientAllReduce(model, world)
-    loss.backward(); reducer.all_reduce()      # every .grad = the mean over ranks
+    dp = apply_data_parallel(model, world, bucket_mb=25, grad_dtype="fp32")
+    loss.backward()             # returns with every .grad averaged over the ranks
+    with dp.no_sync():          # gradient accumulation: these backwards send nothing
+        loss2.backward()
 
-The fused pack kernel copies every gradient into one flat float32 bucket, the hand-rolled
-all_reduce averages it across ranks, and the unpack kernel writes the result back into .grad.
-Nothing overlaps backward here; the bucketed, overlapped engine is the data-parallel issue's.
-GPU gradients are staged through host memory (the collectives take host buffers until the
-CUDA transport lands).
+The path of one gradient (ARCHITECTURE.md):
+  1. backward accumulates p.grad; p's post-accumulate-grad hook marks p ready in its bucket;
+  2. when every parameter of a bucket is ready, one fused kernel packs the bucket's gradients
+     into its flat buffer, scaled by 1/world and cast to the wire dtype (on a GPU: on a side
+     stream, after an event recorded on the compute stream, then copied to pinned host memory);
+  3. the communication thread all-reduces (sum) the bucket with the hand-rolled collectives,
+     while the main thread goes on with backward; buckets are handed over strictly in plan
+     order, so every rank all-reduces the same bucket at the same position;
+  4. when autograd finishes, a callback it runs at the end of backward waits for the thread
+     and unpacks every bucket into p.grad (float32 again when the wire was 16-bit).
 """
+import contextlib
+import time
+
 import torch
 
 from .. import kernels
+from .buckets import WIRE_DTYPES, describe_plan, plan_buckets
+from .comm_thread import CommThread
+from .naive_data_parallel import NaiveDataParallel
+from .replicate import broadcast_parameters
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PACKABLE = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def broadcast_parameters(model, world):
-    """Copy rank 0's parameters and buffers to every rank (in place)."""
-    if world.size == 1:
-        return
-    with torch.no_grad():
-        for t in list(model.parameters()) + list(model.buffers()):
-            host = t.detach().to("cpu", copy=True).contiguous()
-            world.broadcast(host, root=0)
-            t.copy_(host)
+class UnusedParameterError(RuntimeError):
+    """A backward finished with parameters that produced no gradient on this rank."""
 
 
-class FlatGradientAllReduce:
-    def __init__(self, model, world):
-        self.world = world
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self._plan_key = None
+class Bucket:
+    """One bucket's state: its plan, its flat buffers and, per backward, how many are ready."""
 
-    def _plan(self, grads):
+    def __init__(self, spec, wire_dtype):
+        self.spec = spec
+        self.index = spec.index
+        self.params = spec.params
+        self.layout = kernels.BucketLayout([p.numel() for p in spec.params], wire_dtype)
+        device = spec.device
+        self.wire = torch.zeros(self.layout.total, dtype=TORCH_DTYPES[wire_dtype], device=device)
+        self.on_gpu = device.type == "cuda"
+        # The collectives take host memory until the CUDA transport lands: pinned staging.
+        self.host = (torch.zeros(self.layout.total, dtype=self.wire.dtype).pin_memory()
+                     if self.on_gpu else self.wire)
+        self.packed = torch.cuda.Event() if self.on_gpu else None
+        self._plan, self._plan_key = None, None
+        self.pending = len(self.params)
+        self.launched = False
+
+    def reset(self):
+        self.pending = len(self.params)
+        self.launched = False
+
+    def pack_plan(self):
+        """The fused-kernel plan for the current .grad tensors; re-checked only when autograd
+        handed out new gradient tensors (e.g. after zero_grad(set_to_none=True))."""
+        grads = [p.grad for p in self.params]
         key = tuple(g.data_ptr() for g in grads)
         if key != self._plan_key:
-            layout = kernels.BucketLayout.of(grads, "float32")
-            self.bucket = torch.zeros(layout.total, dtype=torch.float32, device=grads[0].device)
-            self.host = (torch.empty(layout.total, dtype=torch.float32).pin_memory()
-                         if self.bucket.is_cuda else self.bucket)
-            self.plan = kernels.PackPlan(grads, self.bucket, layout.offsets)
+            self._plan = kernels.PackPlan(grads, self.wire, self.layout.offsets)
             self._plan_key = key
-        return self.plan
+        return self._plan
 
-    def all_reduce(self):
-        """Average every parameter's .grad over the ranks (a missing grad counts as zero)."""
-        if self.world.size == 1:
+
+class DataParallel:
+    """The bucketed, overlapped engine. Build it with apply_data_parallel()."""
+
+    def __init__(self, model, world, bucket_mb=25.0, first_bucket_mb=1.0, grad_dtype="fp32",
+                 find_unused_parameters=False, overlap=True, verbose=False):
+        if grad_dtype not in WIRE_DTYPES:
+            raise ValueError(f"grad_dtype {grad_dtype!r}: choose from {', '.join(WIRE_DTYPES)}")
+        for name, value in (("bucket_mb", bucket_mb), ("first_bucket_mb", first_bucket_mb)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        self.model = model
+        self.world = world
+        self.wire_dtype = WIRE_DTYPES[grad_dtype]
+        self.cap_bytes = max(1, int(bucket_mb * 2**20))
+        self.first_cap_bytes = max(1, int(first_bucket_mb * 2**20))
+        self.find_unused = find_unused_parameters
+        self.verbose = verbose
+        self.comm = world.dup()                     # the thread's own message space
+        self.overlap = overlap and _threads_allowed()
+        self.thread = CommThread("mpitrain-dp") if self.overlap else None
+        self.side_stream = None
+        self._sync = True
+        self._in_backward = False
+        self._plan_params = None
+        self.buckets = []
+        self.stats = {"backwards": 0, "wait_s": 0.0, "plans": 0}
+        self._hooks = {}                 # id(param) -> hook handle
+        self._unused_here = set()        # find_unused_parameters: ids zero-filled this backward
+        self._build_plan()
+
+    # ------------------------------------------------------------------------------- the plan
+    def _trainable(self):
+        return tuple(p for p in self.model.parameters() if p.requires_grad)
+
+    def _build_plan(self):
+        params = self._trainable()
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        for p in params:
+            if id(p) not in self._hooks:
+                self._hooks[id(p)] = p.register_post_accumulate_grad_hook(self._on_grad_ready)
+        for p in params:
+            if p.dtype not in PACKABLE:
+                raise TypeError(f"rank {self.world.rank}: parameter {names[id(p)]} is {p.dtype}; "
+                                f"data parallel packs float32, bfloat16 and float16 gradients")
+        specs = plan_buckets(params, self.first_cap_bytes, self.cap_bytes, self.wire_dtype)
+        self.buckets = [Bucket(spec, self.wire_dtype) for spec in specs]
+        self._bucket_of = {id(p): b for b in self.buckets for p in b.params}
+        self._names = [names[id(p)] for p in params]
+        self._plan_params = params
+        if any(b.on_gpu for b in self.buckets) and self.side_stream is None:
+            self.side_stream = torch.cuda.Stream(device=self.buckets[0].spec.device)
+        self.stats["plans"] += 1
+        if self.verbose:
+            self.world.print0(describe_plan([b.spec for b in self.buckets], self._names, self.wire_dtype))
+
+    def describe(self):
+        return describe_plan([b.spec for b in self.buckets], self._names, self.wire_dtype)
+
+    # ----------------------------------------------------------------------- during backward
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Backwards inside accumulate into .grad and send nothing; the next backward outside
+        sends the accumulated sum (as DDP's no_sync)."""
+        previous, self._sync = self._sync, False
+        try:
+            yield
+        finally:
+            self._sync = previous
+
+    def _on_grad_ready(self, param):
+        if not self._sync:
             return
-        for p in self.params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in self.params]
-        if grads[0].dtype != torch.float32:
-            raise TypeError(f"gradients are {grads[0].dtype}; this path packs float32 gradients")
-        plan = self._plan(grads)
-        plan.pack()
-        if self.bucket.is_cuda:
-            self.host.copy_(self.bucket)          # synchronizes: the collective reads host memory
-        self.world.all_reduce(self.host, op="avg")
-        if self.bucket.is_cuda:
-            self.bucket.copy_(self.host, non_blocking=True)
-        plan.unpack()
+        if not self._in_backward:
+            self._start_backward()
+        bucket = self._bucket_of[id(param)]
+        bucket.pending -= 1
+        if bucket.pending == 0:
+            self._launch_ready_buckets()
+
+    def _start_backward(self):
+        self._in_backward = True
+        if self._trainable() != self._plan_params:      # parameters were frozen / unfrozen
+            self._build_plan()
+        for b in self.buckets:
+            b.reset()
+        self._next = 0
+        torch.autograd.Variable._execution_engine.queue_callback(self._finish_backward)
+
+    def _launch_ready_buckets(self):
+        """Hand over complete buckets in plan order: bucket i waits until 0..i-1 have gone."""
+        while self._next < len(self.buckets) and self.buckets[self._next].pending == 0:
+            self._launch(self.buckets[self._next])
+            self._next += 1
+
+    def _launch(self, bucket):
+        scale = 1.0 / self.world.size
+        plan = bucket.pack_plan()
+        if bucket.on_gpu:
+            compute = torch.cuda.current_stream(bucket.spec.device)
+            self.side_stream.wait_stream(compute)
+            with torch.cuda.stream(self.side_stream):
+                plan.pack(scale=scale, stream=self.side_stream)
+                bucket.host.copy_(bucket.wire, non_blocking=True)
+                bucket.packed.record(self.side_stream)
+        else:
+            plan.pack(scale=scale)
+        bucket.launched = True
+        job = _all_reduce_job(self.comm, bucket)
+        if self.thread is not None:
+            self.thread.submit(job, f"bucket {bucket.index}")
+        else:
+            job()
+
+    # --------------------------------------------------------------------- end of backward
+    def _finish_backward(self):
+        self._in_backward = False
+        self.stats["backwards"] += 1
+        incomplete = [b for b in self.buckets if not b.launched]
+        if incomplete:
+            self._handle_unused(incomplete)
+        start = time.perf_counter()
+        if self.thread is not None:
+            self.thread.wait_all()
+        self.stats["wait_s"] += time.perf_counter() - start
+        self._unpack_all()
+        if self.find_unused:
+            self._drop_globally_unused()
+
+    def _handle_unused(self, incomplete):
+        missing = [p for b in incomplete for p in b.params if p.grad is None]
+        if not self.find_unused:
+            names = {id(p): n for n, p in self.model.named_parameters()}
+            stuck = [names[id(p)] for b in incomplete for p in b.params]
+            raise UnusedParameterError(
+                f"rank {self.world.rank}: backward finished but {len(stuck)} parameter(s) got no "
+                f"gradient: {', '.join(stuck[:6])}{' ...' if len(stuck) > 6 else ''}. Every rank "
+                f"must produce a gradient for every trainable parameter; use "
+                f"find_unused_parameters=True (--find-unused-parameters) to count missing "
+                f"gradients as zero, or set requires_grad=False on parameters you do not train")
+        # The ranks that used a parameter still all-reduce it: the others contribute zeros.
+        for p in missing:
+            p.grad = torch.zeros_like(p)
+        self._unused_here = {id(p) for p in missing}
+        for b in incomplete:
+            b.pending = 0
+        self._launch_ready_buckets()
+
+    def _drop_globally_unused(self):
+        """With find_unused_parameters: a parameter no rank used gets .grad = None again, so the
+        optimizer skips it (as on one process). One small all-reduce of a used-count per param."""
+        counts = torch.tensor([0 if id(p) in self._unused_here else 1 for p in self._plan_params],
+                              dtype=torch.int32)
+        self.comm.all_reduce(counts, op="sum")
+        for p, used in zip(self._plan_params, counts.tolist()):
+            if used == 0:
+                p.grad = None
+        self._unused_here = set()
+
+    def _unpack_all(self):
+        gpu = [b for b in self.buckets if b.on_gpu]
+        if gpu:
+            compute = torch.cuda.current_stream(gpu[0].spec.device)
+            with torch.cuda.stream(self.side_stream):
+                for b in gpu:
+                    b.wire.copy_(b.host, non_blocking=True)
+                    b.pack_plan().unpack(stream=self.side_stream)
+            compute.wait_stream(self.side_stream)
+        for b in self.buckets:
+            if not b.on_gpu:
+                b.pack_plan().unpack()
+
+    def synchronize(self):
+        """Nothing left to do: the gradients were averaged when backward returned. (Kept so that
+        the naive and the bucketed engines are used the same way.)"""
+
+    def close(self):
+        for h in self._hooks.values():
+            h.remove()
+        self._hooks = {}
+        if self.thread is not None:
+            self.thread.close()
+
+
+def _all_reduce_job(comm, bucket):
+    def job():
+        if bucket.on_gpu:
+            bucket.packed.synchronize()          # this bucket's copy to the host, not the device
+        comm.all_reduce(bucket.host, op="sum")   # already scaled by 1/world at packing
+    return job
+
+
+def _threads_allowed():
+    from mpi4py import MPI
+    return MPI.Query_thread() == MPI.THREAD_MULTIPLE
+
+
+class SingleRank:
+    """One rank: nothing to average. Same face as the engines, so the trainer's loop is one."""
+
+    def no_sync(self):
+        return contextlib.nullcontext()
+
+    def synchronize(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def apply_data_parallel(model, world, bucket_mb=25.0, first_bucket_mb=1.0, grad_dtype="fp32",
+                        find_unused_parameters=False, overlap=True, verbose=False, naive=False,
+                        broadcast=True):
+    """Make `model` data parallel over `world`: broadcast rank 0's weights, then average the
+    gradients of every backward. Returns the engine (no_sync(), synchronize(), describe())."""
+    if broadcast:
+        broadcast_parameters(model, world)
+    if naive:
+        return NaiveDataParallel(model, world)
+    return DataParallel(model, world, bucket_mb, first_bucket_mb, grad_dtype,
+                        find_unused_parameters, overlap, verbose)

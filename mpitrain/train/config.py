@@ -8,7 +8,8 @@ from dataclasses import dataclass, fields
 from ..data import SOURCES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-PARALLEL = ("dp", "zero1", "zero2", "zero3")
+PARALLEL = ("dp", "dp-naive", "zero1", "zero2", "zero3")
+GRAD_DTYPES = ("fp32", "bf16", "fp16")
 
 
 class ConfigError(ValueError):
@@ -38,7 +39,13 @@ class TrainConfig:
     log_every: int = 10              # steps between progress / JSON lines
     log_jsonl: str = ""              # write metrics as JSON lines here (rank 0)
     device: str = "auto"             # auto (the local rank's GPU if any, else CPU) | cpu | cuda
-    parallel: str = "dp"             # dp | zero1 | zero2 | zero3
+    parallel: str = "dp"             # dp (bucketed, overlapped) | dp-naive (per-parameter, after backward) | zero1..3
+    bucket_mb: float = 25.0          # dp: gradient bucket cap in MB (one bucket per parameter when tiny)
+    first_bucket_mb: float = 1.0     # dp: cap of the first bucket (the last layers), sent earliest
+    grad_dtype: str = "fp32"         # dp: gradients on the wire: fp32 | bf16 | fp16 (averaged, cast back)
+    find_unused_parameters: bool = False   # dp: parameters without a gradient count as zero (else an error)
+    no_overlap: bool = False         # dp: all-reduce each bucket on the main thread (no communication thread)
+    verbose: bool = False            # print the data-parallel bucket plan and per-step wait time
     checkpoint_dir: str = ""         # save checkpoints here (arrives with the checkpoint issue)
     checkpoint_every: int = 0        # steps between checkpoints
     resume: bool = False             # continue from the newest checkpoint in checkpoint_dir
@@ -55,9 +62,14 @@ class TrainConfig:
             raise ConfigError(f"--optimizer {self.optimizer}: choose adamw or sgd")
         if self.parallel not in PARALLEL:
             raise ConfigError(f"--parallel {self.parallel}: choose from {', '.join(PARALLEL)}")
-        if self.parallel != "dp":
+        if self.parallel.startswith("zero"):
             raise ConfigError(f"--parallel {self.parallel} is not built yet (the ZeRO issue); "
                               f"use --parallel dp")
+        if self.grad_dtype not in GRAD_DTYPES:
+            raise ConfigError(f"--grad-dtype {self.grad_dtype}: choose from {', '.join(GRAD_DTYPES)}")
+        for name in ("bucket_mb", "first_bucket_mb"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         if self.checkpoint_dir or self.resume:
             raise ConfigError("--checkpoint-dir / --resume are not built yet (the checkpoint issue)")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -2,10 +2,12 @@
 schedule, mixed precision, periodic test evaluation, and rank-0 reporting.
 
 Every rank runs the same code on its own slice of each batch; gradients are averaged across
-ranks after backward (parallel/data_parallel.py). Failures every rank sees (bad flags, missing
+ranks during backward by the bucketed engine (parallel/data_parallel.py), or after it by the
+naive one (--parallel dp-naive). Failures every rank sees (bad flags, missing
 data, a NaN loss) end every rank with the same message and a non-zero exit; a failure on one
 rank only reaches the abort hook of mpitrain.comm, which ends the job.
 """
+import contextlib
 import math
 import time
 
@@ -18,7 +20,7 @@ from ..comm.world import cores_per_rank
 from ..data import ShardedSampler, load_dataset
 from ..data.sampler import eval_indices
 from ..models import VARIANTS, VisionTransformer, ViTConfig
-from ..parallel import FlatGradientAllReduce, broadcast_parameters
+from ..parallel import SingleRank, apply_data_parallel
 from .config import ConfigError
 from .metrics import JsonLines, Progress, measure_matmul_tflops
 
@@ -107,11 +109,13 @@ def train(cfg, world):
 
     torch.manual_seed(cfg.seed)
     model = VisionTransformer(mcfg, cfg.checkpoint_activations).to(device)
-    broadcast_parameters(model, world)
+    dp = SingleRank() if world.size == 1 else apply_data_parallel(
+        model, world, cfg.bucket_mb, cfg.first_bucket_mb, cfg.grad_dtype,
+        cfg.find_unused_parameters, overlap=not cfg.no_overlap, verbose=cfg.verbose,
+        naive=cfg.parallel == "dp-naive")
     step_model = torch.compile(model) if cfg.compile else model
     optimizer = make_optimizer(cfg, model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    reducer = FlatGradientAllReduce(model, world)
 
     per_rank_batch = cfg.micro_batch_size * cfg.grad_accum
     sampler = ShardedSampler(len(data.train), world.rank, world.size, per_rank_batch, cfg.seed)
@@ -153,9 +157,11 @@ def train(cfg, world):
                 with torch.autocast(device.type, AUTOCAST.get(cfg.precision, torch.float32),
                                     enabled=cfg.precision in AUTOCAST):
                     loss = F.cross_entropy(step_model(x), y) / cfg.grad_accum
-                scaler.scale(loss).backward()
+                last = m == cfg.grad_accum - 1          # only the last backward sends gradients
+                with contextlib.nullcontext() if last else dp.no_sync():
+                    scaler.scale(loss).backward()
                 local_loss += loss.detach()
-            reducer.all_reduce()
+            dp.synchronize()
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=False)
@@ -185,6 +191,11 @@ def train(cfg, world):
         epoch += 1
     progress.close()
     log.close()
+    if cfg.verbose and hasattr(dp, "stats"):
+        world.print0(f"data parallel: {dp.stats['backwards']} synchronized backwards, "
+                     f"{dp.stats['wait_s']:.2f} s waited for communication after backward "
+                     f"(rank 0), bucket plan built {dp.stats['plans']} time(s)")
+    dp.close()
     world.print0(f"done: {step} steps, final loss {loss_sum[0]:.4f}"
                  + (f", test accuracy {accuracy * 100:.2f}%" if accuracy is not None else ""))
     return {"steps": step, "loss": float(loss_sum[0]), "test_accuracy": accuracy}

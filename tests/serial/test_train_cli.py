@@ -19,7 +19,10 @@ def losses(tmp_path, ranks, extra=()):
     return [r["loss"] for r in map(json.loads, log.read_text().splitlines()) if "loss" in r], proc
 
 
-@pytest.mark.parametrize("ranks, extra", [(2, ()), (3, ()), (2, ("--grad-accum", "2"))])
+@pytest.mark.parametrize("ranks, extra", [
+    (2, ()), (3, ()), (2, ("--grad-accum", "2")), (2, ("--parallel", "dp-naive")),
+    (3, ("--bucket-mb", "1e-9", "--first-bucket-mb", "1e-9", "--grad-accum", "2")),
+    (2, ("--no-overlap",))])
 def test_n_ranks_follow_the_single_process_loss_sequence(tmp_path, ranks, extra):
     single, _ = losses(tmp_path, 1)
     multi, proc = losses(tmp_path, ranks, extra)
@@ -36,6 +39,8 @@ def test_n_ranks_follow_the_single_process_loss_sequence(tmp_path, ranks, extra)
     (["vit_digits", "--data", "cifar10", "--data-dir", "/nonexistent"],
      r"CIFAR-10 file missing: /nonexistent/data_batch_1"),
     (["vit_digits", "--parallel", "zero3"], r"--parallel zero3 is not built yet"),
+    (["vit_digits", "--grad-dtype", "int8"], r"--grad-dtype int8: choose from fp32, bf16, fp16"),
+    (["vit_digits", "--bucket-mb", "0"], r"--bucket-mb must be > 0, got 0"),
     (["vit_digits", "--lr", "1e30", "--steps", "20", "--warmup", "0", "--optimizer", "sgd"],
      r"loss is (nan|inf) at step \d+"),
 ])
@@ -60,5 +65,6 @@ def test_help_lists_every_flag():
     for flag in ("--data", "--data-dir", "--epochs", "--steps", "--batch-size", "--micro-batch-size",
                  "--grad-accum", "--lr", "--warmup", "--optimizer", "--weight-decay", "--precision",
                  "--compile", "--seed", "--eval-every", "--log-jsonl", "--checkpoint-dir", "--resume",
-                 "--parallel"):
+                 "--parallel", "--bucket-mb", "--first-bucket-mb", "--grad-dtype",
+                 "--find-unused-parameters", "--no-overlap", "--verbose"):
         assert flag in out
