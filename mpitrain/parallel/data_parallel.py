@@ -150,7 +150,7 @@ class DataParallel:
 
     def _start_backward(self):
         self._in_backward = True
-        if self._trainable() != self._plan_params:      # parameters were frozen / unfrozen
+        if [id(p) for p in self._trainable()] != [id(p) for p in self._plan_params]:   # (un)frozen
             self._build_plan()
         for b in self.buckets:
             b.reset()

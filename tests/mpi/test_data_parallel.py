@@ -270,3 +270,21 @@ def test_find_unused_parameters_averages_with_zeros(world):
             problems.append(f"{name} differs from the mean over ranks")
     ok, why = all_agree(world, not problems, "; ".join(problems))
     assert ok, why
+
+
+def test_the_plan_is_rebuilt_only_when_the_trainable_set_changes(world):
+    model = make_model()
+    dp = apply_data_parallel(model, world, bucket_mb=0.004, first_bucket_mb=0.001)
+    x, y = batch(0, PER_RANK)
+    for _ in range(3):
+        F.cross_entropy(model(x), y).backward()
+        model.zero_grad(set_to_none=True)
+    plans_while_unchanged = dp.stats["plans"]
+    model.head.weight.requires_grad_(False)                  # freeze one parameter
+    F.cross_entropy(model(x), y).backward()
+    frozen_plans = dp.stats["plans"]
+    in_plan = {id(p) for b in dp.buckets for p in b.params}
+    dp.close()
+    assert plans_while_unchanged == 1
+    assert frozen_plans == 2 and id(model.head.weight) not in in_plan
+    assert model.head.weight.grad is None and model.head.bias.grad is not None
