@@ -8,7 +8,9 @@ step costs alpha (latency: MPI call + Python) + bytes x beta (copy + reduce).
   - rabenseifner: 2 log2 p steps, moving 2 (p-1)/p of the buffer: near ring bandwidth, fewer steps.
   - ring: 2 (p - 1) steps moving 2 (p-1)/p of the buffer, every step between neighbours only.
 """
-ALL_REDUCE_SMALL_BYTES = 128 * 1024    # below: recursive doubling (fewest steps; 4 ranks: best to 64 KB)
+ALL_REDUCE_SMALL_BYTES = 128 * 1024    # below: recursive doubling (fewest steps; 4 ranks: best to 64 KB),
+# in C (csrc/mpi_small.c) when it was built against this MPI: at 4 KB the Python between the MPI
+# calls was a third of the time, and with 4 ranks on 2 cores every rank's overhead adds up
 ALL_REDUCE_MEDIUM_BYTES = 1024 * 1024  # below: rabenseifner (best at 256 KB); at and above: ring
 BROADCAST_LARGE_BYTES = 64 << 20      # at and above, with more than 2 ranks: scatter + all-gather
 # (in shared memory the binomial tree won at every size measured, 4 KB to 16 MB: scatter +
@@ -22,7 +24,7 @@ LINEAR_MAX_RANKS = 4                   # reduce / gather: the root talks to each
 def choose(collective, nbytes, size):
     if collective == "all_reduce":
         if nbytes < ALL_REDUCE_SMALL_BYTES:
-            return "recursive_doubling"
+            return "recursive_doubling_c"     # the C version when built, else the Python one
         power_of_two = size & (size - 1) == 0
         if size > 2 and power_of_two and nbytes < ALL_REDUCE_MEDIUM_BYTES:
             return "rabenseifner"    # (other sizes fold two ranks into one: the ring is better)

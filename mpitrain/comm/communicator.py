@@ -10,6 +10,9 @@ Every collective goes through the same three steps:
 """
 import os
 import time
+from ctypes import addressof, c_char
+
+import numpy as np
 
 from . import auto
 from .algorithms import ALGORITHMS
@@ -22,6 +25,17 @@ from .watchdog import Watchdog, abort_job, timeout_from_env
 from .. import kernels
 
 SIGNATURE_TAG, VERDICT_TAG = 0x5167, 0x5168
+
+# (numpy dtype, op) -> (dtype code, op code) of the C kernels, for all_reduce's fast lane:
+# native numpy dtypes only (bfloat16 has none); avg = sum, then a division (floats only).
+_SMALL_CODES = {}
+for _name, _code in kernels.compiled.DTYPE_CODES.items():
+    if _name == "bfloat16":
+        continue
+    for _op, _opcode in kernels.compiled.OP_CODES.items():
+        _SMALL_CODES[(np.dtype(_name), _op)] = (_code, _opcode)
+    if np.dtype(_name).kind == "f":
+        _SMALL_CODES[(np.dtype(_name), "avg")] = (_code, kernels.compiled.OP_CODES["sum"])
 
 
 def debug_from_env(debug):
@@ -49,12 +63,20 @@ class Communicator:
         self.watchdog = Watchdog(self.rank, self.timeout, lambda msg: abort_job(self.comm, msg))
         self.transport = HostTransport(self.comm, self.watchdog)
         self._pool = ScratchPool()
+        self._small = self._small_lane()         # the C fast lane of small all_reduce, or None
         self._contexts = {}                  # (dtype, op) -> Context, built once
         self._calls = 0
 
     def __repr__(self):
         return (f"Communicator(rank={self.rank}, size={self.size}, local_rank={self.local_rank}, "
                 f"local_size={self.local_size}, node={self.node}/{self.num_nodes})")
+
+    def _small_lane(self):
+        c_call = getattr(self.transport, "compiled_doubling", None)
+        if c_call is None:
+            return None
+        self._small_scratch = np.empty(auto.ALL_REDUCE_SMALL_BYTES, np.uint8)   # kept alive here
+        return c_call, self.transport.comm_address, self._small_scratch.ctypes.data
 
     def dup(self):
         """A Communicator over the same ranks with its own message space, scratch memory and
@@ -82,6 +104,11 @@ class Communicator:
 
         Written out step by step rather than through _collective: it is the hot call of data
         parallelism, and at 4 KB every microsecond of Python shows (see auto.py)."""
+        if (algorithm == "auto" and self._small is not None and type(buf) is np.ndarray
+                and not self.debug):
+            done = self._small_all_reduce(buf, op)
+            if done is not None:
+                return done
         try:
             b = self._buffer(buf, "buf")
             self._check_op(op, b.dtype)
@@ -99,6 +126,34 @@ class Communicator:
             self.watchdog.what = None
         if op == "avg":
             kernels.divide_(b.array, b.dtype.name, self.size)
+        return buf
+
+    def _small_all_reduce(self, buf, op):
+        """The fast lane of all_reduce: a small, contiguous, writable numpy array of a native
+        dtype goes straight to the C recursive doubling (csrc/mpi_small.c) with none of the
+        general path's layers; the same algorithm auto would choose, the same result. Returns
+        None (nothing done) for anything else, which then takes the general path."""
+        codes = _SMALL_CODES.get((buf.dtype, op))
+        nbytes = buf.nbytes
+        if codes is None or not 0 < nbytes < auto.ALL_REDUCE_SMALL_BYTES:
+            return None
+        flags = buf.flags
+        if not (flags.c_contiguous and flags.writeable):
+            return None
+        c_call, comm_address, scratch_address = self._small
+        self._calls += 1
+        wd = self.watchdog
+        wd.what = ("all_reduce", self._calls, "recursive_doubling_c")
+        wd.peers = self.transport.doubling_partners
+        wd.progress += 1
+        rc = c_call(comm_address, addressof(c_char.from_buffer(buf)), scratch_address, buf.size,
+                    buf.itemsize, codes[0], codes[1])
+        wd.what = None
+        if rc:
+            from ..kernels.compiled import check, mpi_lib
+            check(mpi_lib(), rc)
+        if op == "avg":
+            kernels.divide_(buf.reshape(-1), buf.dtype.name, self.size)
         return buf
 
     def broadcast(self, buf, root=0, algorithm="auto"):

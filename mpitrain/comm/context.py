@@ -29,7 +29,8 @@ class ScratchPool:
 
 
 class Context:
-    __slots__ = ("rank", "size", "send", "recv", "sendrecv", "dtype", "op", "reduce", "_pool")
+    __slots__ = ("rank", "size", "send", "recv", "sendrecv", "dtype", "op", "reduce", "transport",
+                 "_pool")
 
     def __init__(self, rank, size, transport, dtype, op, pool):
         self.rank = rank
@@ -37,6 +38,7 @@ class Context:
         self.send = transport.send            # send(array, dest)
         self.recv = transport.recv            # recv(array, source)
         self.sendrecv = transport.sendrecv    # sendrecv(sendarray, dest, recvarray, source)
+        self.transport = transport            # for compiled algorithms that call MPI themselves
         self.dtype = dtype                    # DType of the elements
         self.op = op                          # combining op: sum, max, min, prod
         self.reduce = kernels.reducer(dtype.name, op)   # reduce(dst, src): dst = dst op src

@@ -17,11 +17,15 @@ def main():
         MPI.Query_thread(), MPI.Query_thread()))
     print("transports:    ", HostTransport.name, "(host memory over MPI point-to-point)")
     print("kernels:       ", kernels.describe_backend())
+    lane = kernels.compiled.mpi_lib()
+    print("small all_reduce:", "C recursive doubling (csrc/mpi_small.c, built against this MPI)"
+          if lane is not None else "Python recursive doubling (libmpitrain_mpi.so not built, or "
+          "built against another MPI, or MPITRAIN_SMALL_ALLREDUCE=python)")
     print("algorithms:")
     for collective, algs in ALGORITHMS.items():
         print(f"  {collective:15s} auto, {', '.join(algs)}")
     print("auto thresholds:")
-    print(f"  all_reduce: recursive_doubling below {auto.ALL_REDUCE_SMALL_BYTES // 1024} KB, "
+    print(f"  all_reduce: recursive_doubling_c below {auto.ALL_REDUCE_SMALL_BYTES // 1024} KB, "
           f"rabenseifner below {auto.ALL_REDUCE_MEDIUM_BYTES // 1024} KB (powers of two > 2 ranks), "
           f"else ring")
     print(f"  broadcast:  scatter_all_gather from {auto.BROADCAST_LARGE_BYTES >> 20} MB with > 2 "

@@ -8,6 +8,9 @@
   it), built wherever nvcc is (NVCC, else PATH, else /usr/local/cuda/bin). The CUDA runtime is
   linked statically, so the library needs only the driver at run time and serves torch and
   CuPy alike: no torch headers, no torch C++ ABI.
+- libmpitrain_mpi.so: the small-message all-reduce in C (csrc/mpi_small.c) on MPI point-to-point
+  calls, built with the mpicc of the MPI that mpi4py uses (MPICC, else mpicc beside this
+  Python, else PATH); without one the Python algorithm runs instead.
 A library that cannot be built is reported and skipped; the Python face then falls back to
 numpy / torch and says so.
 """
@@ -23,6 +26,8 @@ CSRC = ROOT / "csrc"
 LIB_DIR = Path(__file__).resolve().parent / "_lib"
 CPU_LIB = LIB_DIR / "libmpitrain_cpu.so"
 CUDA_LIB = LIB_DIR / "libmpitrain_cuda.so"
+MPI_LIB = LIB_DIR / "libmpitrain_mpi.so"
+MPI_SOURCES = ["mpi_small.c", "cpu_reduce.c", "error.c"]
 CPU_SOURCES = ["error.c", "cpu_reduce.c", "cpu_pack.c"]
 CUDA_SOURCES = ["cuda_reduce.cu", "cuda_pack.cu"]
 HEADERS = ["mt_common.h", "cpu_convert.h", "cuda_common.cuh"]
@@ -50,20 +55,44 @@ def run(cmd):
     return subprocess.run([str(c) for c in cmd], cwd=CSRC).returncode == 0
 
 
-def build_cpu(force):
-    if not force and up_to_date(CPU_LIB, CPU_SOURCES):
-        print(f"kernels: {CPU_LIB.name} is up to date")
+def build_host_library(compiler, lib, sources, force):
+    """Compile `sources` into `lib` with the C flags; True when built or already current."""
+    if not force and up_to_date(lib, sources):
+        print(f"kernels: {lib.name} is up to date")
         return True
-    cc = os.environ.get("CC", "cc")
-    tmp = CPU_LIB.with_suffix(".so.tmp")
+    tmp = lib.with_suffix(".so.tmp")
     # -march=native: the library is built on the machine that runs it; retry without if refused.
     for arch in (["-march=native"], []):
-        if run([cc, *C_FLAGS, *arch, *CPU_SOURCES, "-o", tmp]):
-            tmp.replace(CPU_LIB)      # atomic: a half-written library is never loaded
-            print(f"kernels: built {CPU_LIB}")
+        if run([compiler, *C_FLAGS, *arch, *sources, "-o", tmp]):
+            tmp.replace(lib)          # atomic: a half-written library is never loaded
+            print(f"kernels: built {lib} ({compiler})")
             return True
+    return False
+
+
+def build_cpu(force):
+    if build_host_library(os.environ.get("CC", "cc"), CPU_LIB, CPU_SOURCES, force):
+        return True
     print("kernels: could not build the C kernels; numpy will do the reductions", file=sys.stderr)
     return False
+
+
+def find_mpicc():
+    beside_python = Path(sys.executable).parent / "mpicc"
+    for candidate in (os.environ.get("MPICC"), str(beside_python), shutil.which("mpicc")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def build_mpi(force):
+    """Optional: without it the Python recursive doubling runs (the same steps, slower)."""
+    mpicc = find_mpicc()
+    if mpicc is None:
+        print("kernels: no mpicc found; the small-message all-reduce runs in Python")
+    elif not build_host_library(mpicc, MPI_LIB, MPI_SOURCES, force):
+        print("kernels: mpicc failed; the small-message all-reduce runs in Python", file=sys.stderr)
+    return True
 
 
 def build_cuda(force):
@@ -98,6 +127,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     LIB_DIR.mkdir(exist_ok=True)
     ok = build_cpu(args.force)
+    ok = build_mpi(args.force) and ok
     if not args.cpu_only:
         ok = build_cuda(args.force) and ok
     return 0 if ok else 1

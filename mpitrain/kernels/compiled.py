@@ -45,6 +45,11 @@ _CUDA_SIGNATURES = {
     "mt_cuda_synchronize": [_int],
 }
 
+_MPI_SIGNATURES = {
+    "mt_mpi_all_reduce_doubling": [_ptr, _ptr, _ptr, _i64, _int, _int, _int],
+    "mt_mpi_library_version": [ctypes.c_char_p, _int],
+}
+
 _loaded = {}
 
 
@@ -84,6 +89,25 @@ def cuda_lib():
         if lib.mt_cuda_device_count(ctypes.byref(count)) != 0 or count.value == 0:
             lib = None
     _loaded["cuda-usable"] = lib
+    return lib
+
+
+def mpi_lib():
+    """The small-message all-reduce in C, or None: not built, MPITRAIN_KERNELS=reference, or
+    built against another MPI than the one mpi4py loaded (two MPIs in one process never work)."""
+    if "mpi-usable" in _loaded:
+        return _loaded["mpi-usable"]
+    lib = None
+    if os.environ.get("MPITRAIN_SMALL_ALLREDUCE", "c") != "python":
+        lib = _load("libmpitrain_mpi.so", _MPI_SIGNATURES) if (LIB_DIR / "libmpitrain_mpi.so").exists() else None
+    if lib is not None:
+        from mpi4py import MPI
+        text = ctypes.create_string_buffer(8192)
+        if lib.mt_mpi_library_version(text, len(text)) != 0 or \
+                text.value.decode(errors="replace").strip("\x00 \n") != \
+                MPI.Get_library_version().strip("\x00 \n"):
+            lib = None
+    _loaded["mpi-usable"] = lib
     return lib
 
 

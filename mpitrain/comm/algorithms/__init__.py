@@ -1,6 +1,6 @@
 """Every collective algorithm, by collective and name. Each is written once against comm.context.
 
-    all_reduce      ring, recursive_doubling, rabenseifner
+    all_reduce      ring, recursive_doubling, recursive_doubling_c (the same in C), rabenseifner
     broadcast       binomial, scatter_all_gather, linear
     reduce          binomial, linear
     reduce_scatter  ring
@@ -13,7 +13,7 @@
 from .binomial import binomial_broadcast, binomial_gather, binomial_reduce, binomial_scatter
 from .linear import linear_broadcast, linear_gather, linear_reduce, linear_scatter
 from .rabenseifner import rabenseifner_all_reduce
-from .recursive_doubling import recursive_doubling_all_reduce
+from .recursive_doubling import recursive_doubling_all_reduce, recursive_doubling_c_all_reduce
 from .ring import ring_all_gather, ring_all_reduce, ring_reduce_scatter
 from .scatter_all_gather import scatter_all_gather_broadcast
 
@@ -21,6 +21,7 @@ ALGORITHMS = {
     "all_reduce": {
         "ring": ring_all_reduce,
         "recursive_doubling": recursive_doubling_all_reduce,
+        "recursive_doubling_c": recursive_doubling_c_all_reduce,
         "rabenseifner": rabenseifner_all_reduce,
     },
     "broadcast": {

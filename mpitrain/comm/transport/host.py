@@ -6,6 +6,9 @@ runs the collectives in the same order, so sends and receives always pair up cor
 """
 from mpi4py import MPI
 
+from ...kernels.compiled import mpi_lib
+from ..algorithms.recursive_doubling import partners
+
 BYTE = MPI.BYTE
 
 DATA_TAG = 0x6D70
@@ -17,6 +20,11 @@ class HostTransport:
     def __init__(self, comm, watchdog):
         self.comm = comm            # a private duplicate of the user's communicator
         self.watchdog = watchdog
+        # where the MPI_Comm handle lives, for C code calling MPI on the same communicator
+        self.comm_address = MPI._addressof(comm)
+        lib = mpi_lib()            # csrc/mpi_small.c, when built against this MPI
+        self.compiled_doubling = lib.mt_mpi_all_reduce_doubling if lib is not None else None
+        self.doubling_partners = partners(comm.Get_rank(), comm.Get_size())
 
     # Each call first tells the watchdog whom it waits for (two attribute stores: this is the
     # hot path of small messages, so no method call there).
