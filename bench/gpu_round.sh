@@ -3,7 +3,7 @@
 # call: build the kernels for sm_90, run the CUDA tests, then the GPU benchmarks, each with its
 # baseline in the same run. Results land in $OUT (the device tool brings them back).
 #
-#   bash bench/gpu_round.sh [tests|pack|model|train|dp-tests|dp-bench ...]
+#   bash bench/gpu_round.sh [tests|pack|model|train|dp-tests|dp-bench|cuda-tests|cuda-bench ...]
 #   (default: tests pack model train, in that order; dp-* run one rank per visible GPU)
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -40,6 +40,18 @@ for step in $steps; do
              MPITRAIN_TIMEOUT=120 timeout 600 $MPIRUN -n $n $PYFULL -m pytest -q -p no:cacheprovider \
                --with-mpi tests/mpi/test_data_parallel.py 2>&1 | tail -4 | tee -a "$OUT/dp-tests.txt"
            done ;;
+    cuda-tests) for n in 1 2 3; do
+             MPITRAIN_TIMEOUT=300 timeout 900 $MPIRUN -n $n $PYFULL -m pytest -q -p no:cacheprovider \
+               --with-mpi -x tests/mpi/test_collectives_cuda.py 2>&1 | tail -6 | tee -a "$OUT/cuda-tests.txt"
+           done ;;
+    cuda-bench) $MPIRUN -n $NGPU $PYFULL -m mpitrain.bench collectives --device cuda \
+             --impl mpitrain,nccl,mpi --ops all_reduce --sizes 4K,64K,1M,16M,64M,256M,1G \
+             --algorithms auto,ring --repeats 3 --json "$OUT/cuda-allreduce.json" 2>&1 \
+             | grep -v Warning | tee "$OUT/cuda-allreduce.txt"
+           $MPIRUN -n $NGPU $PYFULL -m mpitrain.bench collectives --device cuda \
+             --impl mpitrain,nccl --ops reduce_scatter,all_gather,broadcast --sizes 64K,16M,256M \
+             --algorithms auto --repeats 3 --json "$OUT/cuda-others.json" 2>&1 \
+             | grep -v Warning | tee "$OUT/cuda-others.txt" ;;
     dp-bench) $MPIRUN -n $NGPU $PYFULL -m mpitrain.bench train vit_b16 --precision bf16 \
              --batch-size $((64 * NGPU)) --impl mpitrain,ddp,local --rounds 3 --steps 10 \
              --json "$OUT/dp-bench-vit_b16.json" 2>&1 | grep -v Warning | tee "$OUT/dp-bench-vit_b16.txt" ;;

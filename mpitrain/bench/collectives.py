@@ -6,7 +6,9 @@ Prints an nccl-tests style table. `size` is the bytes of the largest buffer of t
 buffer for all_reduce / broadcast / reduce, the size x k side for the others), and, as in
 nccl-tests: algbw = size / time, busbw = algbw x factor, factor = 2(n-1)/n for all_reduce,
 (n-1)/n for reduce_scatter, all_gather, scatter and gather, 1 for broadcast and reduce.
-`vs mpi` is MPI's time divided by this row's time (above 1: faster than MPI).
+`vs mpi` is MPI's time divided by this row's time (above 1: faster than MPI); with `--device
+cuda` the buffers are torch CUDA tensors, `--impl` may add `nccl` (torch.distributed, same ranks,
+same buffers) and the ratio column is then `vs nccl` (collectives_gpu.py).
 Times are per call: the slowest rank's average over the iterations of a round, then the median
 of --repeats rounds, taken round-robin across the variants, each round starting one variant
 later (the first of a round runs 15-25% faster on the 2-core machine, whichever it is).
@@ -85,60 +87,75 @@ def make_call(world, op, impl, count, dtype):
     return calls[op]
 
 
-def time_call(world, call, nbytes, iters, warmup):
+def time_call(world, call, nbytes, iters, warmup, sync=lambda: None):
     from mpi4py import MPI
     if iters is None:                       # about 0.1 s of calls per round, 5 to 300 of them
         iters = int(min(300, max(5, 1e8 / max(nbytes, 1 << 16))))
     for _ in range(warmup):
         call()
+    sync()
     world.mpi_comm.Barrier()
     start = time.perf_counter()
     for _ in range(iters):
         call()
+    sync()                                  # GPU: the work queued by the calls has finished
     elapsed = (time.perf_counter() - start) / iters
     return world.mpi_comm.allreduce(elapsed, op=MPI.MAX), iters
 
 
 def run(args):
     world = init()
+    sync, make = (lambda: None), make_call
+    if args.device == "cuda":
+        import torch
+        from .collectives_gpu import make_gpu_call
+        torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
+        sync, make = torch.cuda.synchronize, make_gpu_call
     ops = [o.strip() for o in args.ops.split(",")] if args.ops else list(OPS)
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     impls = [s.strip() for s in args.impl.split(",")]
     itemsize = DTYPES[args.dtype].itemsize
     rows = []
+    baseline = "nccl" if "nccl" in impls else "mpi"
+    where = "host memory" if args.device == "cpu" else f"GPU ({_gpu_name()})"
     world.print0(f"# mpitrain collectives: {world.size} ranks, dtype {args.dtype}, "
-                 f"{world.num_nodes} node(s)")
+                 f"{world.num_nodes} node(s), {where}")
     for op in ops:
         if op not in OPS:
             raise SystemExit(f"unknown op {op!r}; choose from {', '.join(OPS)}")
         algs = ["auto", *ALGORITHMS[op]] if args.algorithms == "all" else [
             a for a in args.algorithms.split(",") if a == "auto" or a in ALGORITHMS[op]]
         variants = ([("mpitrain", a) for a in algs] if "mpitrain" in impls else []) + (
-            [("mpi", "mpi")] if "mpi" in impls else [])
+            [("mpi", "mpi")] if "mpi" in impls else []) + (
+            [("nccl", "nccl")] if "nccl" in impls and args.device == "cuda" else [])
         world.print0(f"\n## {op}\n{'size':>8} {'impl':>28} {'time us':>10} {'algbw GB/s':>11} "
-                     f"{'busbw GB/s':>11} {'vs mpi':>7}")
+                     f"{'busbw GB/s':>11} {'vs ' + baseline:>7}")
         for nbytes in sizes:
             count = max(world.size, nbytes // itemsize) // world.size * world.size
             size_bytes = count * itemsize
-            calls = [(impl, alg, make_call(world, op, alg, count, args.dtype)) for impl, alg in variants]
+            calls = [(impl, alg, make(world, op, alg, count, args.dtype)) for impl, alg in variants]
             calls = [c for c in calls if c[2] is not None]
             rounds = {i: [] for i in range(len(calls))}
             for rnd in range(args.repeats):       # round-robin, and each round starts one later:
                 for j in range(len(calls)):        # the first variant of a round runs measurably
                     i = (j + rnd) % len(calls)     # faster, so every variant takes every place
-                    rounds[i].append(time_call(world, calls[i][2], size_bytes, args.iters, args.warmup))
+                    rounds[i].append(time_call(world, calls[i][2], size_bytes, args.iters,
+                                               args.warmup, sync))
             timed = [(impl, alg, float(np.median([t for t, _ in rounds[i]])), rounds[i][0][1])
                      for i, (impl, alg, _) in enumerate(calls)]
             mpi_time = next((t for impl, _, t, _ in timed if impl == "mpi"), None)
+            base_time = next((t for impl, _, t, _ in timed if impl == baseline), None)
             for impl, alg, t, iters in timed:
                 algbw = size_bytes / t / 1e9
                 row = dict(op=op, impl=impl, algorithm=alg, bytes=size_bytes, ranks=world.size,
                            dtype=args.dtype, time_us=t * 1e6, algbw=algbw,
                            busbw=algbw * bus_factor(op, world.size), iters=iters,
-                           vs_mpi=(mpi_time / t) if mpi_time else None)
+                           vs_mpi=(mpi_time / t) if mpi_time else None, device=args.device,
+                           vs_nccl=(base_time / t) if base_time and baseline == "nccl" else None)
                 rows.append(row)
-                label = "mpi (native)" if impl == "mpi" else f"mpitrain {alg}"
-                ratio = f"{row['vs_mpi']:7.2f}" if row["vs_mpi"] else "      -"
+                label = {"mpi": "mpi (native)", "nccl": "nccl"}.get(impl, f"mpitrain {alg}")
+                vs = row["vs_nccl"] if baseline == "nccl" else row["vs_mpi"]
+                ratio = f"{vs:7.2f}" if vs else "      -"
                 world.print0(f"{format_size(size_bytes):>8} {label:>28} {t * 1e6:10.1f} "
                              f"{algbw:11.3f} {row['busbw']:11.3f} {ratio}")
     if world.rank == 0 and args.json:
@@ -154,6 +171,11 @@ def run(args):
         plot(rows, args.plot)
         print(f"wrote {args.plot}")
     return rows
+
+
+def _gpu_name():
+    import torch
+    return torch.cuda.get_device_name()
 
 
 def summary_markdown(rows, title):
@@ -207,7 +229,10 @@ def add_arguments(parser):
     parser.add_argument("--sizes", default="4K,64K,1M,4M,16M", help="bytes per call, e.g. 4K,1M,16M")
     parser.add_argument("--algorithms", default="all",
                         help="comma list of algorithm names (and 'auto'), or 'all'")
-    parser.add_argument("--impl", default="mpitrain,mpi", help="mpitrain, mpi, or both")
+    parser.add_argument("--impl", default="mpitrain,mpi",
+                        help="comma list of mpitrain, mpi, nccl (nccl: --device cuda only)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="host buffers, or torch CUDA tensors on each rank's GPU")
     parser.add_argument("--iters", type=int, default=None, help="timed calls per row (default: ~0.25 s)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls before each round")
     parser.add_argument("--repeats", type=int, default=5, help="rounds per row; the median is shown")

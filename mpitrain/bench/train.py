@@ -16,14 +16,13 @@ job's step time (the slowest rank's mean over --steps steps). `vs ddp` is ddp's 
 the row's: above 1 is faster than DDP. `final loss` is there to show they train the same thing.
 """
 import contextlib
-import os
-import socket
 import time
 
 import numpy as np
 
 from ..models import ViTConfig, VisionTransformer
 from .cli import bench_main
+from .torch_dist import start_torch_distributed
 
 IMPLS = ("mpitrain", "mpitrain-sync", "naive", "ddp", "local")
 AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}
@@ -42,27 +41,6 @@ def add_arguments(p):
                    help="wire dtype of gradients (ddp: its bf16 compression hook)")
     p.add_argument("--img-size", type=int, default=0, help="input side (0: the variant's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-
-
-def start_torch_distributed(world, device):
-    """torch.distributed over the same ranks: rank 0 picks a free port and MPI broadcasts it."""
-    import torch.distributed as dist
-    if dist.is_initialized():
-        return dist
-    if world.rank == 0:
-        with socket.socket() as s:
-            s.bind(("", 0))
-            port = s.getsockname()[1]
-        host = "127.0.0.1" if world.num_nodes == 1 else socket.gethostbyname(socket.gethostname())
-        address = os.environ.get("MASTER_ADDR", host), port
-    else:
-        address = None
-    host, port = world.mpi_comm.bcast(address, root=0)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=world.rank,
-                            world_size=world.size,
-                            device_id=device if device.type == "cuda" else None)
-    return dist
 
 
 def build(impl, cfg, world, device, args):

@@ -5,9 +5,11 @@ A buffer is a numpy array or a torch CPU tensor, contiguous. `as_buffer` turns i
 `dtypes.py`, plus the element type's name. The algorithms only slice these arrays, so they never
 see where the memory came from.
 
-torch is never imported here: a torch tensor is recognised by its class's module, and only its
-own methods are called. GPU buffers (torch CUDA tensors, CuPy arrays) plug in here as further
-buffer kinds with their own transport; until then they are refused with a clear message.
+torch is never imported here for host memory: a torch tensor is recognised by its class's
+module, and only its own methods are called. GPU memory — torch CUDA tensors and CuPy arrays
+(the latter seen through torch.from_dlpack, no copy) — becomes a `DeviceBuffer`: a flat torch
+CUDA tensor over the same memory. The algorithms slice it exactly as they slice numpy arrays;
+the device transports (transport/staged.py) move it.
 """
 import numpy as np
 
@@ -19,6 +21,7 @@ class HostBuffer:
     """Flat host memory: `array` is a 1-D numpy view in the storage dtype; `dtype` a DType."""
 
     __slots__ = ("array", "dtype")
+    device = -1                      # host memory
 
     def __init__(self, array, dtype):
         self.array = array
@@ -31,6 +34,21 @@ class HostBuffer:
     @property
     def nbytes(self):
         return self.array.nbytes
+
+
+class DeviceBuffer(HostBuffer):
+    """Flat GPU memory: `array` is a 1-D torch CUDA tensor over the user's memory (bfloat16 kept
+    as torch.bfloat16); `device` the CUDA device index."""
+
+    __slots__ = ("device",)
+
+    def __init__(self, array, dtype, device):
+        super().__init__(array, dtype)
+        self.device = device
+
+    @property
+    def nbytes(self):
+        return self.array.numel() * self.array.element_size()
 
 
 _BY_NUMPY_DTYPE = {d.storage: d for d in DTYPES.values() if d.name != "bfloat16"}
@@ -57,9 +75,9 @@ def _from_numpy(arr, what, rank):
 
 
 def _from_torch(t, what, rank):
-    if t.device.type != "cpu":
-        raise CollectiveError(rank, f"{what} is a torch tensor on {t.device}; this build moves "
-                                    f"host memory only (GPU buffers come with the CUDA transport)")
+    if t.device.type not in ("cpu", "cuda"):
+        raise CollectiveError(rank, f"{what} is a torch tensor on {t.device}; the collectives "
+                                    f"move host (cpu) and CUDA memory")
     name = str(t.dtype).rsplit(".", 1)[-1]
     dtype = DTYPES.get(name)
     if dtype is None:
@@ -69,10 +87,26 @@ def _from_torch(t, what, rank):
         raise CollectiveError(rank, f"{what} is not contiguous (shape {tuple(t.shape)}, strides "
                                     f"{t.stride()}); pass t.contiguous()")
     t = t.detach().reshape(-1)
+    if t.device.type == "cuda":
+        if t.numel() <= 1 and t.stride(0) != 1:     # torch leaves 0/1-element strides arbitrary
+            t = t.as_strided((t.numel(),), (1,))
+        return DeviceBuffer(t, dtype, t.device.index)
     if name == "bfloat16":           # numpy has no bfloat16: share the bytes as int16 -> uint16
         import torch  # only reached when a torch tensor was passed in
         return HostBuffer(t.view(torch.int16).numpy().view(np.uint16), dtype)
     return HostBuffer(t.numpy(), dtype)
+
+
+def _from_cupy(arr, what, rank):
+    if not arr.flags.c_contiguous:
+        raise CollectiveError(rank, f"{what} is not contiguous (shape {arr.shape}, strides "
+                                    f"{arr.strides}); pass cupy.ascontiguousarray(...)")
+    try:
+        import torch
+    except ImportError as exc:
+        raise CollectiveError(rank, f"{what} is a CuPy array: the GPU path views it through "
+                                    f"torch (DLPack), and torch is not installed") from exc
+    return _from_torch(torch.from_dlpack(arr), what, rank)
 
 
 def as_buffer(obj, what, rank):
@@ -83,7 +117,6 @@ def as_buffer(obj, what, rank):
     if module.startswith("torch"):
         return _from_torch(obj, what, rank)
     if module.startswith("cupy"):
-        raise CollectiveError(rank, f"{what} is a CuPy array; this build moves host memory only "
-                                    f"(GPU buffers come with the CUDA transport)")
-    raise CollectiveError(rank, f"{what} is a {type(obj).__name__}; expected a numpy array or a "
-                                f"torch tensor")
+        return _from_cupy(obj, what, rank)
+    raise CollectiveError(rank, f"{what} is a {type(obj).__name__}; expected a numpy array, a "
+                                f"torch tensor (CPU or CUDA) or a CuPy array")

@@ -8,6 +8,7 @@ Every collective goes through the same three steps:
      every rank before any data moves, and ranks that never arrive are named before the abort;
   3. run the algorithm under the watchdog, which aborts the job if a peer never shows up.
 """
+import contextlib
 import os
 import time
 from ctypes import addressof, c_char
@@ -17,7 +18,7 @@ import numpy as np
 from . import auto
 from .algorithms import ALGORITHMS
 from .buffers import as_buffer
-from .context import Context, ScratchPool
+from .context import Context, DeviceContext, DeviceScratchPool, ScratchPool
 from .errors import CollectiveError, CollectiveMismatchError
 from .ops import OPS, combine_op
 from .transport import HostTransport
@@ -64,7 +65,9 @@ class Communicator:
         self.transport = HostTransport(self.comm, self.watchdog)
         self._pool = ScratchPool()
         self._small = self._small_lane()         # the C fast lane of small all_reduce, or None
-        self._contexts = {}                  # (dtype, op) -> Context, built once
+        self._contexts = {}                  # (dtype, op, device) -> Context, built once
+        self._device_pool = DeviceScratchPool()
+        self._staged = None                  # the GPU transport, made when a GPU buffer arrives
         self._calls = 0
 
     def __repr__(self):
@@ -121,11 +124,12 @@ class Communicator:
         self._calls += 1
         self.watchdog.begin(("all_reduce", self._calls, alg))
         try:
-            ALGORITHMS["all_reduce"][alg](self._context(b.dtype, combine_op(op)), b.array)
+            with _on_device(b):
+                ALGORITHMS["all_reduce"][alg](self._context(b, combine_op(op)), b.array)
+                if op == "avg":
+                    _divide(b, b.array, self.size)
         finally:
             self.watchdog.what = None
-        if op == "avg":
-            kernels.divide_(b.array, b.dtype.name, self.size)
         return buf
 
     def _small_all_reduce(self, buf, op):
@@ -163,7 +167,7 @@ class Communicator:
             self._check_root(root)
             alg = self._algorithm("broadcast", algorithm, b.nbytes)
             sig = (("count", b.count), ("dtype", b.dtype.name), ("root", root))
-            return alg, sig, b.dtype, lambda ctx: ALGORITHMS["broadcast"][alg](ctx, b.array, root)
+            return alg, sig, b, lambda ctx: ALGORITHMS["broadcast"][alg](ctx, b.array, root)
         self._collective("broadcast", plan)
         return buf
 
@@ -181,8 +185,8 @@ class Communicator:
             def run(ctx):
                 ALGORITHMS["reduce"][alg](ctx, s.array, None if r is None else r.array, root)
                 if op == "avg" and r is not None:
-                    kernels.divide_(r.array[: s.count], s.dtype.name, self.size)
-            return alg, sig, s.dtype, run
+                    _divide(r, r.array[: s.count], self.size)
+            return alg, sig, s, run
         self._collective("reduce", plan, op)
         return recvbuf
 
@@ -205,8 +209,8 @@ class Communicator:
             def run(ctx):
                 ALGORITHMS["reduce_scatter"][alg](ctx, s.array, r.array, cs)
                 if op == "avg":
-                    kernels.divide_(r.array[: cs[self.rank]], s.dtype.name, self.size)
-            return alg, sig, s.dtype, run
+                    _divide(r, r.array[: cs[self.rank]], self.size)
+            return alg, sig, s, run
         self._collective("reduce_scatter", plan, op)
         return recvbuf
 
@@ -223,7 +227,7 @@ class Communicator:
             r = self._output(recvbuf, s, sum(cs))
             alg = self._algorithm("all_gather", algorithm, s.dtype.itemsize * sum(cs))
             sig = (("counts", cs), ("dtype", s.dtype.name))
-            return alg, sig, s.dtype, lambda ctx: ALGORITHMS["all_gather"][alg](
+            return alg, sig, s, lambda ctx: ALGORITHMS["all_gather"][alg](
                 ctx, s.array[: cs[self.rank]], r.array, cs)
         self._collective("all_gather", plan)
         return recvbuf
@@ -246,7 +250,7 @@ class Communicator:
                 self._check_input(s, sum(cs), "sum(counts)")
             alg = self._algorithm("scatter", algorithm, r.dtype.itemsize * sum(cs))
             sig = (("counts", cs), ("dtype", r.dtype.name), ("root", root))
-            return alg, sig, r.dtype, lambda ctx: ALGORITHMS["scatter"][alg](
+            return alg, sig, r, lambda ctx: ALGORITHMS["scatter"][alg](
                 ctx, None if s is None else s.array, r.array, cs, root)
         self._collective("scatter", plan)
         return recvbuf
@@ -265,7 +269,7 @@ class Communicator:
             r = self._output(recvbuf, s, sum(cs)) if self.rank == root else None
             alg = self._algorithm("gather", algorithm, s.dtype.itemsize * sum(cs))
             sig = (("counts", cs), ("dtype", s.dtype.name), ("root", root))
-            return alg, sig, s.dtype, lambda ctx: ALGORITHMS["gather"][alg](
+            return alg, sig, s, lambda ctx: ALGORITHMS["gather"][alg](
                 ctx, s.array[: cs[self.rank]], None if r is None else r.array, cs, root)
         self._collective("gather", plan)
         return recvbuf
@@ -273,9 +277,10 @@ class Communicator:
     # ------------------------------------------------------------------------ the common path
     def _collective(self, name, plan, op="sum"):
         """Validate (plan), agree in debug mode, then run the algorithm under the watchdog.
-        plan() returns (algorithm, signature, dtype, run)."""
+        plan() returns (algorithm, signature, the buffer whose dtype and memory decide the
+        context, run)."""
         try:
-            alg, sig, dtype, run = plan()
+            alg, sig, buffer, run = plan()
         except CollectiveError as exc:
             self._refuse(name, exc)
         if self.debug:
@@ -283,7 +288,8 @@ class Communicator:
         self._calls += 1
         self.watchdog.begin((name, self._calls, alg))
         try:
-            run(self._context(dtype, combine_op(op)))
+            with _on_device(buffer):
+                run(self._context(buffer, combine_op(op)))
         finally:
             self.watchdog.what = None
 
@@ -300,13 +306,27 @@ class Communicator:
             raise (CollectiveError if verdict.startswith("refused") else
                    CollectiveMismatchError)(self.rank, verdict)
 
-    def _context(self, dtype, op):
-        key = (dtype.name, op)
+    def _context(self, buffer, op):
+        """The Context for this buffer's dtype, op and memory (host, or which GPU), built once."""
+        key = (buffer.dtype.name, op, buffer.device)
         ctx = self._contexts.get(key)
         if ctx is None:
-            ctx = self._contexts[key] = Context(self.rank, self.size, self.transport, dtype, op,
-                                                self._pool)
+            if buffer.device < 0:
+                ctx = Context(self.rank, self.size, self.transport, buffer.dtype, op, self._pool)
+            else:
+                ctx = DeviceContext(self.rank, self.size, self.device_transport(), buffer.dtype,
+                                    op, self._device_pool, buffer.array.device,
+                                    buffer.array.dtype)
+            self._contexts[key] = ctx
         return ctx
+
+    def device_transport(self):
+        """How GPU buffers move: the host-staged transport (the CUDA IPC and CUDA-aware MPI
+        transports of the CUDA issue plug in here)."""
+        if self._staged is None:
+            from .transport.staged import StagedTransport
+            self._staged = StagedTransport(self.comm, self.watchdog)
+        return self._staged
 
     def _agree(self, name, sig, error):
         """Debug mode: all ranks compare (collective, signature) through rank 0 before moving data.
@@ -381,6 +401,10 @@ class Communicator:
         return algorithm
 
     def _check_same_dtype(self, a, b):
+        if a.device != b.device:
+            where = lambda buf: "the host" if buf.device < 0 else f"cuda:{buf.device}"
+            raise CollectiveError(self.rank, f"sendbuf is on {where(a)} but recvbuf is on "
+                                             f"{where(b)}; both must be in the same memory")
         if a.dtype is not b.dtype:
             raise CollectiveError(self.rank, f"sendbuf is {a.dtype.name} but recvbuf is {b.dtype.name}")
 
@@ -399,6 +423,23 @@ class Communicator:
         self._check_same_dtype(sendbuf, r)
         self._check_capacity(r, needed, "recvbuf", "this call")
         return r
+
+
+def _on_device(buffer):
+    """A GPU buffer's collective runs with its device current (streams and events are per
+    device); host buffers need nothing."""
+    if buffer.device < 0:
+        return contextlib.nullcontext()
+    import torch
+    return torch.cuda.device(buffer.device)
+
+
+def _divide(buffer, array, size):
+    """avg's division, where the reduced values are complete."""
+    if buffer.device < 0:
+        kernels.divide_(array, buffer.dtype.name, size)
+    else:
+        array.div_(size)
 
 
 def _describe(name, sig):

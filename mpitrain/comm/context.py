@@ -58,3 +58,45 @@ class Context:
         """dst[:] = src, skipped when both are the same memory (in-place calls)."""
         if dst.shape[0] and not self.same_memory(dst, src):
             dst[...] = src
+
+
+class DeviceScratchPool:
+    """ScratchPool's GPU twin: reusable torch CUDA tensors, per slot, dtype and device (cached
+    by torch's allocator too, but reusing keeps the addresses stable for the IPC transport)."""
+
+    def __init__(self):
+        self._slots = {}
+
+    def get(self, count, dtype, device, slot):
+        key = (slot, dtype, device)
+        buf = self._slots.get(key)
+        if buf is None or buf.shape[0] < count:
+            import torch
+            buf = torch.empty(max(count, 1024), dtype=dtype, device=device)
+            self._slots[key] = buf
+        return buf[:count]
+
+
+class DeviceContext(Context):
+    """The Context of a GPU buffer: the same face, over flat torch CUDA tensors. Every kernel and
+    copy is queued on the caller's current stream, so a collective runs after the work the
+    caller queued before it, and its result is ready for that stream when it returns."""
+
+    __slots__ = ("device", "torch_dtype")
+
+    def __init__(self, rank, size, transport, dtype, op, pool, device, torch_dtype):
+        Context.__init__(self, rank, size, transport, dtype, op, pool)
+        self.reduce = kernels.device_reducer(dtype.name, op)
+        self.device = device
+        self.torch_dtype = torch_dtype
+
+    def scratch(self, count, slot=0):
+        return self._pool.get(count, self.torch_dtype, self.device, slot)
+
+    @staticmethod
+    def same_memory(a, b):
+        return bool(a.shape[0] and b.shape[0]) and a.data_ptr() == b.data_ptr()
+
+    def copy(self, dst, src):
+        if dst.shape[0] and not self.same_memory(dst, src):
+            dst.copy_(src)

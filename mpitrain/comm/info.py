@@ -15,7 +15,8 @@ def main():
     print("MPI library:   ", MPI.Get_library_version().splitlines()[0].strip())
     print("mpi4py thread: ", {0: "single", 1: "funneled", 2: "serialized", 3: "multiple"}.get(
         MPI.Query_thread(), MPI.Query_thread()))
-    print("transports:    ", HostTransport.name, "(host memory over MPI point-to-point)")
+    print("transports:    ", HostTransport.name, "(host memory over MPI point-to-point);",
+          "mpi-staged (GPU memory through pinned host buffers, any MPI)")
     print("kernels:       ", kernels.describe_backend())
     lane = kernels.compiled.mpi_lib()
     print("small all_reduce:", "C recursive doubling (csrc/mpi_small.c, built against this MPI)"

@@ -7,8 +7,8 @@ versions, the oracle the tests compare against.
 from .backend import announce, describe_backend
 from .compiled import KernelError, set_cpu_threads
 from .pack import BucketLayout, PackPlan, pack, unpack
-from .reduce import divide_, multi_reduce, reduce_, reduce_into, reducer
+from .reduce import device_reducer, divide_, multi_reduce, reduce_, reduce_into, reducer
 
-__all__ = ["reducer", "reduce_", "divide_", "multi_reduce", "reduce_into", "pack", "unpack",
+__all__ = ["reducer", "device_reducer", "reduce_", "divide_", "multi_reduce", "reduce_into", "pack", "unpack",
            "PackPlan", "BucketLayout", "KernelError", "set_cpu_threads", "describe_backend",
            "announce"]

@@ -46,6 +46,26 @@ def reducer(dtype_name, op, min_bytes=COMPILED_MIN_BYTES):
     return reduce_compiled
 
 
+def device_reducer(dtype_name, op):
+    """f(dst, src): dst = dst op src over flat torch CUDA tensors of one device, on the current
+    stream: the CUDA reduce kernel when built, else torch's own ops (the same results)."""
+    lib = cuda_lib()
+    if lib is None:
+        return lambda dst, src: _torch_multi_reduce(dst, [dst, src], op)
+    import torch
+    raw_stream = torch._C._cuda_getCurrentRawStream
+    c_reduce, code, opcode = lib.mt_cuda_reduce, DTYPE_CODES[dtype_name], OP_CODES[op]
+
+    def reduce_on_gpu(dst, src):
+        n = dst.shape[0]
+        if src.shape[0] != n:
+            raise KernelError(f"reduce of {n} elements with a source of {src.shape[0]}")
+        device = dst.device.index
+        if c_reduce(dst.data_ptr(), src.data_ptr(), n, code, opcode, device, raw_stream(device)):
+            check(lib, -1)
+    return reduce_on_gpu
+
+
 def reduce_(dst, src, dtype_name, op):
     """dst = dst op src for flat host arrays in storage dtype, compiled when built; returns dst."""
     reducer(dtype_name, op, min_bytes=0)(dst, src)

@@ -9,8 +9,10 @@ The path of one gradient (ARCHITECTURE.md):
   1. backward accumulates p.grad; p's post-accumulate-grad hook marks p ready in its bucket;
   2. when every parameter of a bucket is ready, one fused kernel packs the bucket's gradients
      into its flat buffer, scaled by 1/world and cast to the wire dtype (on a GPU: on a side
-     stream, after an event recorded on the compute stream, then copied to pinned host memory);
-  3. the communication thread all-reduces (sum) the bucket with the hand-rolled collectives,
+     stream, after the compute stream's work so far);
+  3. the communication thread all-reduces (sum) the bucket with the hand-rolled collectives
+     (on a GPU: on its own stream, after the pack's event; the GPU transport moves the bytes and
+     the CUDA kernels reduce them),
      while the main thread goes on with backward; buckets are handed over strictly in plan
      order, so every rank all-reduces the same bucket at the same position;
   4. when autograd finishes, a callback it runs at the end of backward waits for the thread
@@ -46,10 +48,8 @@ class Bucket:
         device = spec.device
         self.wire = torch.zeros(self.layout.total, dtype=TORCH_DTYPES[wire_dtype], device=device)
         self.on_gpu = device.type == "cuda"
-        # The collectives take host memory until the CUDA transport lands: pinned staging.
-        self.host = (torch.zeros(self.layout.total, dtype=self.wire.dtype).pin_memory()
-                     if self.on_gpu else self.wire)
-        self.packed = torch.cuda.Event() if self.on_gpu else None
+        self.packed = torch.cuda.Event() if self.on_gpu else None     # pack done (side stream)
+        self.reduced = torch.cuda.Event() if self.on_gpu else None    # all-reduce done (comm stream)
         self._plan, self._plan_key = None, None
         self.pending = len(self.params)
         self.launched = False
@@ -89,7 +89,8 @@ class DataParallel:
         self.comm = world.dup()                     # the thread's own message space
         self.overlap = overlap and _threads_allowed()
         self.thread = CommThread("mpitrain-dp") if self.overlap else None
-        self.side_stream = None
+        self.side_stream = None          # GPU: packs and unpacks
+        self.comm_stream = None          # GPU: the communication thread's collectives
         self._sync = True
         self._in_backward = False
         self._plan_params = None
@@ -120,6 +121,7 @@ class DataParallel:
         self._plan_params = params
         if any(b.on_gpu for b in self.buckets) and self.side_stream is None:
             self.side_stream = torch.cuda.Stream(device=self.buckets[0].spec.device)
+            self.comm_stream = torch.cuda.Stream(device=self.buckets[0].spec.device)
         self.stats["plans"] += 1
         if self.verbose:
             self.world.print0(describe_plan([b.spec for b in self.buckets], self._names, self.wire_dtype))
@@ -169,14 +171,12 @@ class DataParallel:
         if bucket.on_gpu:
             compute = torch.cuda.current_stream(bucket.spec.device)
             self.side_stream.wait_stream(compute)
-            with torch.cuda.stream(self.side_stream):
-                plan.pack(scale=scale, stream=self.side_stream)
-                bucket.host.copy_(bucket.wire, non_blocking=True)
-                bucket.packed.record(self.side_stream)
+            plan.pack(scale=scale, stream=self.side_stream)
+            bucket.packed.record(self.side_stream)
         else:
             plan.pack(scale=scale)
         bucket.launched = True
-        job = _all_reduce_job(self.comm, bucket)
+        job = _all_reduce_job(self.comm, bucket, self.comm_stream)
         if self.thread is not None:
             self.thread.submit(job, f"bucket {bucket.index}")
         else:
@@ -231,10 +231,9 @@ class DataParallel:
         gpu = [b for b in self.buckets if b.on_gpu]
         if gpu:
             compute = torch.cuda.current_stream(gpu[0].spec.device)
-            with torch.cuda.stream(self.side_stream):
-                for b in gpu:
-                    b.wire.copy_(b.host, non_blocking=True)
-                    b.pack_plan().unpack(stream=self.side_stream)
+            for b in gpu:
+                self.side_stream.wait_event(b.reduced)
+                b.pack_plan().unpack(stream=self.side_stream)
             compute.wait_stream(self.side_stream)
         for b in self.buckets:
             if not b.on_gpu:
@@ -252,11 +251,15 @@ class DataParallel:
             self.thread.close()
 
 
-def _all_reduce_job(comm, bucket):
+def _all_reduce_job(comm, bucket, comm_stream):
     def job():
-        if bucket.on_gpu:
-            bucket.packed.synchronize()          # this bucket's copy to the host, not the device
-        comm.all_reduce(bucket.host, op="sum")   # already scaled by 1/world at packing
+        if not bucket.on_gpu:
+            comm.all_reduce(bucket.wire, op="sum")   # already scaled by 1/world at packing
+            return
+        with torch.cuda.device(comm_stream.device), torch.cuda.stream(comm_stream):
+            comm_stream.wait_event(bucket.packed)    # GPU-side wait: the thread does not block
+            comm.all_reduce(bucket.wire, op="sum")
+            bucket.reduced.record(comm_stream)
     return job
 
 

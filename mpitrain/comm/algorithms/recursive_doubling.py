@@ -79,7 +79,7 @@ def recursive_doubling_c_all_reduce(ctx, buf):
     """The same algorithm in C (csrc/mpi_small.c): the MPI calls and reduce steps without the
     Python between them, for small messages where that Python is a third of the time. Host
     (numpy) buffers under 2 GB; anything else, or no compiled library, runs the Python version."""
-    c_call = ctx.transport.compiled_doubling          # None when the library is not usable
+    c_call = getattr(ctx.transport, "compiled_doubling", None)   # None: not usable here
     if c_call is None or type(buf) is not np.ndarray or not buf.shape[0] or buf.nbytes >= 2**31:
         return recursive_doubling_all_reduce(ctx, buf)
     incoming = ctx.scratch(buf.shape[0], slot=0)
