@@ -67,7 +67,8 @@ class Communicator:
         self._small = self._small_lane()         # the C fast lane of small all_reduce, or None
         self._contexts = {}                  # (dtype, op, device) -> Context, built once
         self._device_pool = DeviceScratchPool()
-        self._staged = None                  # the GPU transport, made when a GPU buffer arrives
+        self._gpu_transport = None           # made when the first GPU buffer arrives
+        self.gpu_transport_note = ""
         self._calls = 0
 
     def __repr__(self):
@@ -314,19 +315,36 @@ class Communicator:
             if buffer.device < 0:
                 ctx = Context(self.rank, self.size, self.transport, buffer.dtype, op, self._pool)
             else:
-                ctx = DeviceContext(self.rank, self.size, self.device_transport(), buffer.dtype,
+                ctx = DeviceContext(self.rank, self.size, self.device_transport(buffer.device),
+                                    buffer.dtype,
                                     op, self._device_pool, buffer.array.device,
                                     buffer.array.dtype)
             self._contexts[key] = ctx
         return ctx
 
-    def device_transport(self):
-        """How GPU buffers move: the host-staged transport (the CUDA IPC and CUDA-aware MPI
-        transports of the CUDA issue plug in here)."""
-        if self._staged is None:
+    def device_transport(self, device):
+        """How GPU buffers move, decided once per communicator at its first GPU collective (all
+        ranks together): CUDA IPC when every rank shares one node and a test copy between every
+        pair works, else host-staged MPI. MPITRAIN_GPU_TRANSPORT=ipc|staged forces one (ipc
+        fails on every rank, with the reason, when it cannot work)."""
+        if self._gpu_transport is None:
+            from .transport.ipc import IpcTransport, IpcUnavailable
             from .transport.staged import StagedTransport
-            self._staged = StagedTransport(self.comm, self.watchdog)
-        return self._staged
+            choice = os.environ.get("MPITRAIN_GPU_TRANSPORT", "auto")
+            if choice not in ("auto", "ipc", "staged"):
+                raise CollectiveError(self.rank, f"MPITRAIN_GPU_TRANSPORT={choice!r}: choose "
+                                                 f"auto, ipc or staged")
+            transport = None
+            if choice != "staged" and self.size > 1:
+                try:
+                    transport = IpcTransport.probe(self.comm, self.watchdog, device, self.node)
+                except IpcUnavailable as exc:
+                    if choice == "ipc":
+                        raise CollectiveError(self.rank, f"MPITRAIN_GPU_TRANSPORT=ipc, but CUDA "
+                                                         f"IPC is unavailable: {exc}") from exc
+                    self.gpu_transport_note = f"staged (CUDA IPC unavailable: {exc})"
+            self._gpu_transport = transport or StagedTransport(self.comm, self.watchdog)
+        return self._gpu_transport
 
     def _agree(self, name, sig, error):
         """Debug mode: all ranks compare (collective, signature) through rank 0 before moving data.

@@ -42,6 +42,15 @@ _CUDA_SIGNATURES = {
     "mt_cuda_pack": [_SLOTS, _int, _int, _ptr, _int, _dbl, _int, _ptr],
     "mt_cuda_unpack": [_SLOTS, _int, _int, _ptr, _int, _dbl, _int, _int, _ptr],
     "mt_cuda_device_count": [ctypes.POINTER(_int)],
+    "mt_ipc_export": [_ptr, _int, _ptr, ctypes.POINTER(_i64)],
+    "mt_ipc_open": [_ptr, _int, ctypes.POINTER(_ptr)],
+    "mt_ipc_close": [_ptr, _int],
+    "mt_ipc_event_create": [_int, ctypes.POINTER(_ptr), _ptr],
+    "mt_ipc_event_open": [_ptr, _int, ctypes.POINTER(_ptr)],
+    "mt_event_record": [_ptr, _int, _ptr],
+    "mt_stream_wait_event": [_ptr, _int, _ptr],
+    "mt_event_synchronize": [_ptr, _int],
+    "mt_memcpy_async": [_ptr, _ptr, _i64, _int, _ptr],
     "mt_cuda_synchronize": [_int],
 }
 

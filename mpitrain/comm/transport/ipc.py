@@ -1,0 +1,194 @@
+"""CUDA IPC transport: GPU memory straight from one process's GPU to another's, same node.
+
+The receiver pulls. For one message from rank S to rank R:
+  S: records its "ready" event on its stream (everything queued so far, the data included), and
+     sends R a 144-byte note over MPI: the IPC handle of the allocation holding the data, the
+     offset inside it, the byte count, and the handle of the ready event;
+  R: opens the allocation and the event (once each, then cached), makes its stream wait for S's
+     ready event (a GPU-side wait), copies the bytes GPU to GPU on its stream (NVLink or PCIe
+     peer-to-peer), records its own "done" event and sends S that event's handle;
+  S: makes its stream wait for R's done event before anything queued later can touch the data.
+No host ever waits for the GPU and no byte passes through host memory; MPI carries the notes
+only. cuda_ipc.cu holds the CUDA calls. An allocation is named by its base (torch's caching
+allocator hands out pieces of larger cudaMalloc blocks, and a handle names a whole block).
+
+Used only when every pair of ranks shares a node and a real test copy between every pair
+succeeded at start-up (IpcTransport.probe); otherwise the host-staged transport is used.
+"""
+import ctypes
+
+import numpy as np
+from mpi4py import MPI
+
+from ...kernels.compiled import check, cuda_lib
+
+READY_TAG, DONE_TAG = 0x6D71, 0x6D72
+HANDLE = 64
+NOTE = HANDLE + 8 + 8 + HANDLE          # mem handle, offset, nbytes, ready-event handle
+
+
+class IpcUnavailable(RuntimeError):
+    """This job cannot use CUDA IPC (the reason is in the message)."""
+
+
+class IpcTransport:
+    name = "cuda-ipc"
+
+    def __init__(self, comm, watchdog, device):
+        import torch
+        self.torch = torch
+        self.lib = cuda_lib()
+        if self.lib is None:
+            raise IpcUnavailable("the CUDA kernels library is not built")
+        self.comm = comm
+        self.watchdog = watchdog
+        self.device = device
+        self._stream = torch._C._cuda_getCurrentRawStream
+        self._opened = {}            # (peer, handle bytes) -> base address mapped here
+        self._peer_events = {}       # (peer, event handle bytes) -> event opened here
+        self._ready = {}             # peer -> (event, handle bytes): "my data for you is ready"
+        self._done = {}              # peer -> (event, handle bytes): "I finished reading yours"
+        self._note_out = {}          # peer -> reusable 144-byte buffer
+        self._note_in = {}
+        self._done_in = {}
+
+    # ------------------------------------------------------------------------------ plumbing
+    def _call(self, rc):
+        if rc:
+            check(self.lib, rc)
+
+    def _export(self, ptr):
+        handle = ctypes.create_string_buffer(HANDLE)
+        offset = ctypes.c_int64()
+        self._call(self.lib.mt_ipc_export(ptr, self.device, handle, ctypes.byref(offset)))
+        return handle.raw, offset.value
+
+    def _open(self, peer, handle):
+        base = self._opened.get((peer, handle))
+        if base is None:
+            out = ctypes.c_void_p()
+            self._call(self.lib.mt_ipc_open(handle, self.device, ctypes.byref(out)))
+            base = self._opened[(peer, handle)] = out.value
+        return base
+
+    def _own_event(self, table, peer):
+        entry = table.get(peer)
+        if entry is None:
+            event, handle = ctypes.c_void_p(), ctypes.create_string_buffer(HANDLE)
+            self._call(self.lib.mt_ipc_event_create(self.device, ctypes.byref(event), handle))
+            entry = table[peer] = (event.value, handle.raw)
+        return entry
+
+    def _peer_event(self, peer, handle):
+        event = self._peer_events.get((peer, handle))
+        if event is None:
+            out = ctypes.c_void_p()
+            self._call(self.lib.mt_ipc_event_open(handle, self.device, ctypes.byref(out)))
+            event = self._peer_events[(peer, handle)] = out.value
+        return event
+
+    @staticmethod
+    def _buffer(table, peer, size):
+        buf = table.get(peer)
+        if buf is None:
+            buf = table[peer] = np.zeros(size, np.uint8)
+        return buf
+
+    # --------------------------------------------------------------------------- the moves
+    def send(self, buf, dest):
+        self.sendrecv(buf, dest, None, None)
+
+    def recv(self, buf, source):
+        self.sendrecv(None, None, buf, source)
+
+    def sendrecv(self, sendbuf, dest, recvbuf, source):
+        lib, comm, wd, device = self.lib, self.comm, self.watchdog, self.device
+        stream = self._stream(device)
+        wd.peers = tuple(p for p in (source, dest) if p is not None)
+        wd.progress += 1
+        pending = []
+        if sendbuf is not None:
+            nbytes = sendbuf.numel() * sendbuf.element_size()
+            event, event_handle = self._own_event(self._ready, dest)
+            self._call(lib.mt_event_record(event, device, stream))
+            handle, offset = self._export(sendbuf.data_ptr()) if nbytes else (bytes(HANDLE), 0)
+            note = self._buffer(self._note_out, dest, NOTE)
+            note[:HANDLE] = np.frombuffer(handle, np.uint8)
+            note[HANDLE:HANDLE + 16] = np.array([offset, nbytes], np.int64).view(np.uint8)
+            note[HANDLE + 16:] = np.frombuffer(event_handle, np.uint8)
+            pending.append(comm.Isend([note, MPI.BYTE], dest, READY_TAG))
+            done_in = self._buffer(self._done_in, dest, HANDLE)
+            done_req = comm.Irecv([done_in, MPI.BYTE], dest, DONE_TAG)
+        if recvbuf is not None:
+            note = self._buffer(self._note_in, source, NOTE)
+            comm.Recv([note, MPI.BYTE], source, READY_TAG)
+            offset, nbytes = note[HANDLE:HANDLE + 16].view(np.int64).tolist()
+            want = recvbuf.numel() * recvbuf.element_size()
+            if nbytes != want:
+                raise RuntimeError(f"cuda-ipc: rank {source} sent {nbytes} bytes, this rank "
+                                   f"expected {want}")
+            self._call(lib.mt_stream_wait_event(stream, device,
+                                                self._peer_event(source, note[HANDLE + 16:].tobytes())))
+            if nbytes:
+                base = self._open(source, note[:HANDLE].tobytes())
+                self._call(lib.mt_memcpy_async(recvbuf.data_ptr(), base + offset, nbytes,
+                                               device, stream))
+            event, event_handle = self._own_event(self._done, source)
+            self._call(lib.mt_event_record(event, device, stream))
+            reply = self._buffer(self._note_out, ("done", source), HANDLE)
+            reply[:] = np.frombuffer(event_handle, np.uint8)
+            pending.append(comm.Isend([reply, MPI.BYTE], source, DONE_TAG))
+        if sendbuf is not None:
+            wd.progress += 1
+            done_req.Wait()
+            self._call(lib.mt_stream_wait_event(stream, device,
+                                                self._peer_event(dest, done_in.tobytes())))
+        for req in pending:
+            req.Wait()
+
+    # ---------------------------------------------------------------------------- start-up
+    @classmethod
+    def probe(cls, comm, watchdog, device, node):
+        """Build the transport if every pair of ranks can use it: all on one node, and a real
+        copy from every peer's GPU memory arrives intact. Collective over `comm`; every rank
+        gets the same answer (a transport, or IpcUnavailable with the reason)."""
+        import torch
+        rank, size = comm.Get_rank(), comm.Get_size()
+        reason = None
+        nodes = comm.allgather(node)
+        if len(set(nodes)) > 1:
+            reason = f"ranks span {len(set(nodes))} nodes"
+        transport = probe_buf = None
+        if reason is None:
+            try:
+                transport = cls(comm, watchdog, device)
+                with torch.cuda.device(device):
+                    probe_buf = torch.full((1024,), rank + 1, dtype=torch.int32, device="cuda")
+                    torch.cuda.synchronize()
+                handle, offset = transport._export(probe_buf.data_ptr())
+            except Exception as exc:                   # reported to every rank below
+                reason, handle, offset = f"rank {rank}: {exc}", None, 0
+        shared = comm.allgather(reason or (handle, offset))
+        reason = next((r for r in shared if isinstance(r, str)), None)
+        if reason is None:
+            try:
+                with torch.cuda.device(device):
+                    got = torch.zeros(1024, dtype=torch.int32, device="cuda")
+                    for peer, (h, off) in enumerate(shared):
+                        if peer == rank:
+                            continue
+                        base = transport._open(peer, h)
+                        transport._call(transport.lib.mt_memcpy_async(
+                            got.data_ptr(), base + off, got.numel() * 4, device,
+                            torch._C._cuda_getCurrentRawStream(device)))
+                        torch.cuda.synchronize()
+                        if not bool((got == peer + 1).all()):
+                            raise IpcUnavailable(f"a test copy from rank {peer} arrived corrupted")
+            except Exception as exc:
+                reason = f"rank {rank}: {exc}"
+        verdicts = comm.allgather(reason)
+        del probe_buf
+        reason = next((r for r in verdicts if r), None)
+        if reason is not None:
+            raise IpcUnavailable(reason)
+        return transport
