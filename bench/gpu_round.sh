@@ -40,13 +40,17 @@ for step in $steps; do
              MPITRAIN_TIMEOUT=120 timeout 600 $MPIRUN -n $n $PYFULL -m pytest -q -p no:cacheprovider \
                --with-mpi tests/mpi/test_data_parallel.py 2>&1 | tail -4 | tee -a "$OUT/dp-tests.txt"
            done ;;
-    cuda-tests) for t in ipc staged; do for n in 1 2 3; do
+    cuda-tests) for t in ${TRANSPORTS:-ipc staged}; do for n in ${RANKS:-1 2 3}; do
              echo "MPITRAIN_GPU_TRANSPORT=$t, $n rank(s)" | tee -a "$OUT/cuda-tests.txt"
              MPITRAIN_GPU_TRANSPORT=$t MPITRAIN_TIMEOUT=120 timeout 300 $MPIRUN -x MPITRAIN_GPU_TRANSPORT \
                -n $n $PYFULL -m pytest -q -p no:cacheprovider --with-mpi --color=no \
                tests/mpi/test_collectives_cuda.py tests/mpi/test_data_parallel.py 2>&1 \
                | grep -a -E "^E |passed|failed" | sort | uniq | head -8 | tee -a "$OUT/cuda-tests.txt"
            done; done ;;
+    cuda-algos) $MPIRUN -n $NGPU $PYFULL -m mpitrain.bench collectives --device cuda \
+             --impl mpitrain,nccl --ops all_reduce --sizes 4K,64K,1M,4M,16M,64M,256M \
+             --algorithms all --repeats 3 --json "$OUT/cuda-algos.json" 2>&1 \
+             | grep -v Warning | tee "$OUT/cuda-algos.txt" ;;
     cuda-bench) $MPIRUN -n $NGPU $PYFULL -m mpitrain.bench collectives --device cuda \
              --impl mpitrain,nccl,mpi --ops all_reduce --sizes 4K,64K,1M,16M,64M,256M,1G \
              --algorithms auto,ring --repeats 3 --json "$OUT/cuda-allreduce.json" 2>&1 \

@@ -21,8 +21,18 @@ LINEAR_MAX_RANKS = 4                   # reduce / gather: the root talks to each
 #  less; beyond a few ranks the root's p - 1 serial steps lose to the tree's log2 p)
 
 
-def choose(collective, nbytes, size):
+ALL_REDUCE_GPU_PAIR_BYTES = 64 << 20   # GPU buffers, 2 ranks: recursive doubling below this
+# (2x H200 over CUDA IPC, bench/gpu-2026-11-22-h200x2-algos: every step costs ~50 us of notes and
+#  CUDA calls, and with 2 ranks recursive doubling moves the same bytes as the ring in one step
+#  instead of two: 56 vs 102 us at 1 MB, 58 vs 105 at 4 MB, 108 vs 129 at 16 MB, equal at 64 MB;
+#  at 256 MB the ring wins, 918 vs 998 us: doubling reduces the whole buffer on both ranks.
+#  More than 2 GPUs: not measured yet, so the host thresholds apply.)
+
+
+def choose(collective, nbytes, size, gpu=False):
     if collective == "all_reduce":
+        if gpu and size == 2:
+            return "recursive_doubling" if nbytes < ALL_REDUCE_GPU_PAIR_BYTES else "ring"
         if nbytes < ALL_REDUCE_SMALL_BYTES:
             return "recursive_doubling_c"     # the C version when built, else the Python one
         power_of_two = size & (size - 1) == 0

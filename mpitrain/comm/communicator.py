@@ -116,7 +116,7 @@ class Communicator:
         try:
             b = self._buffer(buf, "buf")
             self._check_op(op, b.dtype)
-            alg = self._algorithm("all_reduce", algorithm, b.nbytes)
+            alg = self._algorithm("all_reduce", algorithm, b.nbytes, b.device >= 0)
         except CollectiveError as exc:
             self._refuse("all_reduce", exc)
         if self.debug:
@@ -126,7 +126,9 @@ class Communicator:
         self.watchdog.begin(("all_reduce", self._calls, alg))
         try:
             with _on_device(b):
-                ALGORITHMS["all_reduce"][alg](self._context(b, combine_op(op)), b.array)
+                ctx = self._context(b, combine_op(op))
+                ALGORITHMS["all_reduce"][alg](ctx, b.array)
+                ctx.finish()
                 if op == "avg":
                     _divide(b, b.array, self.size)
         finally:
@@ -290,7 +292,9 @@ class Communicator:
         self.watchdog.begin((name, self._calls, alg))
         try:
             with _on_device(buffer):
-                run(self._context(buffer, combine_op(op)))
+                ctx = self._context(buffer, combine_op(op))
+                run(ctx)
+                ctx.finish()
         finally:
             self.watchdog.what = None
 
@@ -410,9 +414,9 @@ class Communicator:
                                              f"non-negative integers, one per rank")
         return tuple(cs)
 
-    def _algorithm(self, collective, algorithm, nbytes):
+    def _algorithm(self, collective, algorithm, nbytes, gpu=False):
         if algorithm == "auto":
-            return auto.choose(collective, nbytes, self.size)
+            return auto.choose(collective, nbytes, self.size, gpu)
         if algorithm not in ALGORITHMS[collective]:
             raise CollectiveError(self.rank, f"algorithm {algorithm!r} is not one of "
                                              f"{', '.join(['auto', *ALGORITHMS[collective]])} for {collective}")

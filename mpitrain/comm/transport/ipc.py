@@ -7,7 +7,9 @@ The receiver pulls. For one message from rank S to rank R:
   R: opens the allocation and the event (once each, then cached), makes its stream wait for S's
      ready event (a GPU-side wait), copies the bytes GPU to GPU on its stream (NVLink or PCIe
      peer-to-peer), records its own "done" event and sends S that event's handle;
-  S: makes its stream wait for R's done event before anything queued later can touch the data.
+  S: makes its stream wait for R's done event before anything queued later can touch the data
+     (before returning: the algorithms may overwrite what they just sent, e.g. recursive
+     doubling reduces into it; deferring this wait to the next move broke them, measured).
 No host ever waits for the GPU and no byte passes through host memory; MPI carries the notes
 only. cuda_ipc.cu holds the CUDA calls. An allocation is named by its base (torch's caching
 allocator hands out pieces of larger cudaMalloc blocks, and a handle names a whole block).
@@ -51,6 +53,7 @@ class IpcTransport:
         self._note_out = {}          # peer -> reusable 144-byte buffer
         self._note_in = {}
         self._done_in = {}
+        self._owed = []              # (peer, request, buffer): "done" notes not yet settled
 
     # ------------------------------------------------------------------------------ plumbing
     def _call(self, rc):
@@ -101,6 +104,19 @@ class IpcTransport:
     def recv(self, buf, source):
         self.sendrecv(None, None, buf, source)
 
+    def settle(self):
+        """Make this stream wait until every peer finished reading what it was sent. Called
+        before the next move and when the collective ends (DeviceContext.finish)."""
+        if not self._owed:
+            return
+        stream = self._stream(self.device)
+        for peer, request, done_in in self._owed:
+            self.watchdog.progress += 1
+            request.Wait()
+            self._call(self.lib.mt_stream_wait_event(stream, self.device,
+                                                     self._peer_event(peer, done_in.tobytes())))
+        self._owed = []
+
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         lib, comm, wd, device = self.lib, self.comm, self.watchdog, self.device
         stream = self._stream(device)
@@ -139,10 +155,8 @@ class IpcTransport:
             reply[:] = np.frombuffer(event_handle, np.uint8)
             pending.append(comm.Isend([reply, MPI.BYTE], source, DONE_TAG))
         if sendbuf is not None:
-            wd.progress += 1
-            done_req.Wait()
-            self._call(lib.mt_stream_wait_event(stream, device,
-                                                self._peer_event(dest, done_in.tobytes())))
+            self._owed.append((dest, done_req, done_in))
+            self.settle()
         for req in pending:
             req.Wait()
 
