@@ -68,6 +68,7 @@ class Communicator:
         self._contexts = {}                  # (dtype, op, device) -> Context, built once
         self._device_pool = DeviceScratchPool()
         self._gpu_transport = None           # made when the first GPU buffer arrives
+        self._trace = None                   # the open Trace (world.trace()), or None
         self.gpu_transport_note = ""
         self._calls = 0
 
@@ -81,6 +82,22 @@ class Communicator:
             return None
         self._small_scratch = np.empty(auto.ALL_REDUCE_SMALL_BYTES, np.uint8)   # kept alive here
         return c_call, self.transport.comm_address, self._small_scratch.ctypes.data
+
+    @contextlib.contextmanager
+    def trace(self, snapshots=False):
+        """Record every step of the collectives called inside (see trace.py). Every rank must
+        open it around the same calls (it starts with a barrier)."""
+        from .trace import Trace, TracingTransport
+        trace = Trace(self, snapshots)
+        saved = self.transport, self._contexts, self._small
+        self.transport = TracingTransport(self.transport, trace)
+        self._contexts, self._small, self._trace = {}, None, trace
+        try:
+            yield trace
+        finally:
+            self.transport, self._contexts, self._small = saved
+            self._trace = None
+            self._contexts = {}
 
     def dup(self):
         """A Communicator over the same ranks with its own message space, scratch memory and
@@ -127,8 +144,12 @@ class Communicator:
         try:
             with _on_device(b):
                 ctx = self._context(b, combine_op(op))
+                if self._trace is not None:
+                    self._trace.begin("all_reduce", self._calls, alg, [b.array])
                 ALGORITHMS["all_reduce"][alg](ctx, b.array)
                 ctx.finish()
+                if self._trace is not None:
+                    self._trace.end()
                 if op == "avg":
                     _divide(b, b.array, self.size)
         finally:
@@ -170,7 +191,7 @@ class Communicator:
             self._check_root(root)
             alg = self._algorithm("broadcast", algorithm, b.nbytes)
             sig = (("count", b.count), ("dtype", b.dtype.name), ("root", root))
-            return alg, sig, b, lambda ctx: ALGORITHMS["broadcast"][alg](ctx, b.array, root)
+            return alg, sig, b, (lambda ctx: ALGORITHMS["broadcast"][alg](ctx, b.array, root)), [b]
         self._collective("broadcast", plan)
         return buf
 
@@ -189,7 +210,7 @@ class Communicator:
                 ALGORITHMS["reduce"][alg](ctx, s.array, None if r is None else r.array, root)
                 if op == "avg" and r is not None:
                     _divide(r, r.array[: s.count], self.size)
-            return alg, sig, s, run
+            return alg, sig, s, run, [s, r]
         self._collective("reduce", plan, op)
         return recvbuf
 
@@ -213,7 +234,7 @@ class Communicator:
                 ALGORITHMS["reduce_scatter"][alg](ctx, s.array, r.array, cs)
                 if op == "avg":
                     _divide(r, r.array[: cs[self.rank]], self.size)
-            return alg, sig, s, run
+            return alg, sig, s, run, [s, r]
         self._collective("reduce_scatter", plan, op)
         return recvbuf
 
@@ -231,7 +252,7 @@ class Communicator:
             alg = self._algorithm("all_gather", algorithm, s.dtype.itemsize * sum(cs))
             sig = (("counts", cs), ("dtype", s.dtype.name))
             return alg, sig, s, lambda ctx: ALGORITHMS["all_gather"][alg](
-                ctx, s.array[: cs[self.rank]], r.array, cs)
+                ctx, s.array[: cs[self.rank]], r.array, cs), [s, r]
         self._collective("all_gather", plan)
         return recvbuf
 
@@ -254,7 +275,7 @@ class Communicator:
             alg = self._algorithm("scatter", algorithm, r.dtype.itemsize * sum(cs))
             sig = (("counts", cs), ("dtype", r.dtype.name), ("root", root))
             return alg, sig, r, lambda ctx: ALGORITHMS["scatter"][alg](
-                ctx, None if s is None else s.array, r.array, cs, root)
+                ctx, None if s is None else s.array, r.array, cs, root), [s, r]
         self._collective("scatter", plan)
         return recvbuf
 
@@ -273,7 +294,7 @@ class Communicator:
             alg = self._algorithm("gather", algorithm, s.dtype.itemsize * sum(cs))
             sig = (("counts", cs), ("dtype", s.dtype.name), ("root", root))
             return alg, sig, s, lambda ctx: ALGORITHMS["gather"][alg](
-                ctx, s.array[: cs[self.rank]], None if r is None else r.array, cs, root)
+                ctx, s.array[: cs[self.rank]], None if r is None else r.array, cs, root), [s, r]
         self._collective("gather", plan)
         return recvbuf
 
@@ -281,9 +302,9 @@ class Communicator:
     def _collective(self, name, plan, op="sum"):
         """Validate (plan), agree in debug mode, then run the algorithm under the watchdog.
         plan() returns (algorithm, signature, the buffer whose dtype and memory decide the
-        context, run)."""
+        context, run, the buffers a trace maps moves onto)."""
         try:
-            alg, sig, buffer, run = plan()
+            alg, sig, buffer, run, traced = plan()
         except CollectiveError as exc:
             self._refuse(name, exc)
         if self.debug:
@@ -293,8 +314,13 @@ class Communicator:
         try:
             with _on_device(buffer):
                 ctx = self._context(buffer, combine_op(op))
+                if self._trace is not None:
+                    self._trace.begin(name, self._calls, alg,
+                                      [t.array for t in traced if t is not None])
                 run(ctx)
                 ctx.finish()
+                if self._trace is not None:
+                    self._trace.end()
         finally:
             self.watchdog.what = None
 
@@ -348,6 +374,9 @@ class Communicator:
                                                          f"IPC is unavailable: {exc}") from exc
                     self.gpu_transport_note = f"staged (CUDA IPC unavailable: {exc})"
             self._gpu_transport = transport or StagedTransport(self.comm, self.watchdog)
+        if self._trace is not None:
+            from .trace import TracingTransport
+            return TracingTransport(self._gpu_transport, self._trace)
         return self._gpu_transport
 
     def _agree(self, name, sig, error):

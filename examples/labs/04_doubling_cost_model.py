@@ -1,0 +1,123 @@
+"""Lab 4: recursive doubling and Rabenseifner, and the alpha-beta cost model against the clock.
+
+    mpiexec -n 4 python examples/labs/04_doubling_cost_model.py [--step] [--png model.png]
+
+What to look for:
+  - recursive doubling: in step k rank r swaps its whole buffer with rank r XOR 2^k and adds:
+    log2(p) steps, but every step moves everything.
+  - Rabenseifner: recursive *halving* first (each step swaps half of what is left, so the
+    messages shrink), then recursive doubling of the pieces back (all-gather): 2 log2(p) steps
+    moving 2 (p - 1) / p of the buffer, as little as the ring, in fewer steps.
+  - the model: a message of n bytes costs alpha + n * beta, a reduction n * gamma. Measured here
+    (alpha, beta from Sendrecv ping-pongs, gamma from numpy), it predicts each algorithm's time:
+      doubling      log2(p) (alpha + n beta + n gamma)
+      ring          2 (p-1) alpha + 2 (p-1)/p n beta + (p-1)/p n gamma
+      rabenseifner  2 log2(p) alpha + 2 (p-1)/p n beta + (p-1)/p n gamma
+    The table compares prediction and measurement; --png plots both: where do the lines cross?
+    (mpitrain.comm.auto switches algorithm near that crossover.)
+"""
+import math
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+from _lab import lab_args, show, verdict
+
+from mpitrain.comm import init
+
+ALGORITHMS = ("recursive_doubling", "rabenseifner", "ring")
+
+
+def timed(world, call, repeats):
+    world.barrier()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return world.mpi_comm.allreduce((time.perf_counter() - start) / repeats, op=MPI.MAX)
+
+
+def fit_alpha_beta(world, repeats):
+    """Half the round trip of a Sendrecv between rank pairs, at 8 bytes and at 4 MB."""
+    comm, rank, p = world.mpi_comm, world.rank, world.size
+    peer = rank ^ 1 if (rank ^ 1) < p else rank
+    out = {}
+    for n in (8, 4 << 20):
+        a, b = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
+        out[n] = timed(world, lambda: comm.Sendrecv(a, peer, 0, b, peer, 0), repeats)
+    beta = (out[4 << 20] - out[8]) / (4 << 20)
+    return out[8], beta
+
+
+def predict(algorithm, n, p, alpha, beta, gamma):
+    lg = math.log2(p)
+    if algorithm == "recursive_doubling":
+        return lg * (alpha + n * beta + n * gamma)
+    if algorithm == "ring":
+        return 2 * (p - 1) * alpha + 2 * (p - 1) / p * n * beta + (p - 1) / p * n * gamma
+    return 2 * lg * alpha + 2 * (p - 1) / p * n * beta + (p - 1) / p * n * gamma
+
+
+def add_flags(p):
+    p.add_argument("--repeats", type=int, default=20, help="calls per timing")
+    p.add_argument("--sizes", default="1K,16K,256K,1M,4M", help="bytes per all-reduce")
+
+
+def main():
+    args = lab_args(__doc__, size=8, extra=add_flags)
+    world = init()
+    rank, p = world.rank, world.size
+    ok = True
+    with world.trace(snapshots=True) as trace:
+        for algorithm in ("recursive_doubling", "rabenseifner"):
+            x = (np.arange(args.size) + 100 * rank).astype(np.float64)
+            oracle = np.empty_like(x)
+            world.mpi_comm.Allreduce(x, oracle, op=MPI.SUM)
+            world.all_reduce(x, algorithm=algorithm)
+            ok &= bool(np.array_equal(x, oracle))
+    show(world, trace, args, "recursive doubling, then Rabenseifner")
+
+    alpha, beta = fit_alpha_beta(world, args.repeats)
+    a, b = np.ones(1 << 20, np.float32), np.ones(1 << 20, np.float32)
+    start = time.perf_counter()
+    for _ in range(10):
+        np.add(a, b, out=a)
+    gamma = (time.perf_counter() - start) / 10 / a.nbytes
+    world.print0(f"\nmodel: alpha {alpha * 1e6:.1f} us, beta {1 / beta / 1e9 if beta > 0 else float('inf'):.2f} "
+                 f"GB/s, gamma {1 / gamma / 1e9:.2f} GB/s (reduce); {p} ranks")
+    sizes = [int(s[:-1]) * {"K": 1 << 10, "M": 1 << 20}[s[-1]] if s[-1] in "KM" else int(s)
+             for s in args.sizes.split(",")]
+    rows = []
+    for n in sizes:
+        buf = np.ones(n // 4, np.float32)
+        for algorithm in ALGORITHMS:
+            measured = timed(world, lambda: world.all_reduce(buf, algorithm=algorithm), args.repeats)
+            rows.append((n, algorithm, predict(algorithm, n, p, alpha, beta, gamma), measured))
+    world.print0(f"{'bytes':>9} {'algorithm':>20} {'model us':>10} {'measured us':>12}")
+    for n, algorithm, model, measured in rows:
+        world.print0(f"{n:9d} {algorithm:>20} {model * 1e6:10.1f} {measured * 1e6:12.1f}")
+    if rank == 0 and args.png:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, algorithm in enumerate(ALGORITHMS):
+            mine = [(n, m, t) for n, a, m, t in rows if a == algorithm]
+            ax.plot([r[0] for r in mine], [r[1] * 1e6 for r in mine], "--", color=f"C{i}",
+                    label=f"{algorithm} (model)")
+            ax.plot([r[0] for r in mine], [r[2] * 1e6 for r in mine], "o-", color=f"C{i}",
+                    label=f"{algorithm} (measured)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("bytes")
+        ax.set_ylabel("microseconds per all-reduce")
+        ax.set_title(f"alpha-beta model against the clock, {p} ranks")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(args.png.replace(".png", "-model.png") if args.png.endswith(".png") else args.png, dpi=110)
+        print(f"wrote {args.png.replace('.png', '-model.png')}")
+    verdict(world, ok, "recursive doubling and Rabenseifner equal MPI_Allreduce")
+
+
+if __name__ == "__main__":
+    main()

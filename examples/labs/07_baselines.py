@@ -1,0 +1,48 @@
+"""Lab 7: against the baselines, in one job: MPI's own collectives, torch DDP, and NCCL where a
+GPU is present.
+
+    mpiexec -n 4 python examples/labs/07_baselines.py
+
+What to look for:
+  - the hand-rolled all-reduce against MPI_Allreduce, small to large: MPI's C wins on latency at
+    small sizes; the ring wins on bandwidth at large ones (bench/RESULTS.md has the full sweep).
+  - the data-parallel engine against torch DistributedDataParallel (gloo on CPU), same model,
+    same batches: step time, and the same final loss.
+  - with GPUs: the GPU transports against NCCL (`python -m mpitrain.bench collectives --device
+    cuda --impl mpitrain,nccl`); skipped with a note on a machine without one.
+"""
+import torch
+
+from _lab import lab_args, verdict
+
+from mpitrain.bench import collectives, train
+from mpitrain.comm import init
+
+
+def main():
+    args = lab_args(__doc__, extra=lambda p: p.add_argument("--quick", action="store_true",
+                                                            help="small sizes and few steps"))
+    world = init()
+    sizes = "4K,256K" if args.quick else "4K,256K,4M"
+    world.print0("== all_reduce: hand-rolled against MPI_Allreduce")
+    rows = collectives.main(["--ops", "all_reduce", "--sizes", sizes, "--algorithms", "auto",
+                             "--repeats", "1" if args.quick else "3"])
+    ok = all(r["time_us"] > 0 for r in rows)
+
+    world.print0("\n== data parallel: mpitrain against torch DDP (gloo)")
+    report = train.main(["vit_digits", "--impl", "mpitrain,ddp", "--batch-size", str(8 * world.size),
+                         "--steps", "3" if args.quick else "20", "--rounds", "1" if args.quick else "3"])
+    by_impl = {r["impl"]: r for r in report["rows"]}
+    ok &= abs(by_impl["mpitrain"]["final_loss"] - by_impl["ddp"]["final_loss"]) < 1e-4
+
+    if torch.cuda.is_available():
+        world.print0("\n== GPU: all_reduce against NCCL")
+        collectives.main(["--device", "cuda", "--impl", "mpitrain,nccl", "--ops", "all_reduce",
+                          "--sizes", "64K,16M", "--algorithms", "auto", "--repeats", "1"])
+    else:
+        world.print0("\n(no GPU here: the NCCL comparison runs where one is)")
+    verdict(world, ok, "every baseline ran beside mpitrain; DDP's final loss equals ours")
+
+
+if __name__ == "__main__":
+    main()

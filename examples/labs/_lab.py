@@ -1,0 +1,55 @@
+"""What every lab shares: its flags, showing a trace, and one verdict agreed by all ranks.
+
+    args = lab_args(__doc__)          # --step, --trace PATH.json, --png PATH.png, --size N
+    with world.trace(snapshots=True) as trace:
+        ...
+    show(world, trace, args, "ring all-reduce")
+    verdict(world, ok, "ring all-reduce equals MPI_Allreduce")
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+from mpitrain.comm import trace_render  # noqa: E402
+
+
+def lab_args(doc, size=8, extra=None):
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=size, help=f"elements per buffer (default {size})")
+    p.add_argument("--step", action="store_true",
+                   help="walk through the recorded steps one at a time (Enter for the next)")
+    p.add_argument("--trace", metavar="PATH.json", help="write a Chrome/Perfetto trace here")
+    p.add_argument("--png", metavar="PATH.png", help="write a picture here")
+    if extra:
+        extra(p)
+    return p.parse_args()
+
+
+def show(world, trace, args, title, diagram=True):
+    """Rank 0 prints every rank's buffer after every step (or steps through it with --step) and
+    writes the trace files asked for. Collective: every rank calls it."""
+    events, snapshots = trace.gather()
+    if world.rank != 0:
+        return events
+    if args.step:
+        trace_render.step_through(snapshots)
+    elif diagram:
+        print(trace_render.text_diagram(snapshots), flush=True)
+    if args.trace:
+        trace_render.write_chrome_trace(events, args.trace)
+        print(f"wrote {args.trace} (open it in ui.perfetto.dev or chrome://tracing)")
+    if args.png and events:
+        trace_render.write_timeline_png(events, args.png, title)
+        print(f"wrote {args.png}")
+    return events
+
+
+def verdict(world, ok, what):
+    """Every rank's check, agreed: rank 0 prints OK or FAILED; a failure exits 1 everywhere."""
+    every = world.mpi_comm.allgather(bool(ok))
+    bad = [r for r, good in enumerate(every) if not good]
+    world.print0(f"{'OK' if not bad else 'FAILED'}: {what}" + (f" (ranks {bad})" if bad else ""))
+    if bad:
+        raise SystemExit(1)

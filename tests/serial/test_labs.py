@@ -1,0 +1,58 @@
+"""Every lab runs at small sizes under mpiexec and passes its own oracle check (`OK: ...`)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from launch import run_mpi
+
+LABS = Path(__file__).resolve().parents[2] / "examples" / "labs"
+
+
+def run_lab(name, *flags, ranks=4, timeout=300):
+    proc = run_mpi(ranks, [str(LABS / name), *flags], timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "\nOK: " in "\n" + proc.stdout, proc.stdout
+    return proc.stdout
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_lab1_scatter_compute_reduce_broadcast(ranks):
+    out = run_lab("01_scatter_reduce.py", ranks=ranks)
+    if ranks == 4:
+        assert "rank 0: got 39, halved to 19.5, average 35.25 (sum of halves 141)" in out
+        assert out.count(", average 35.25") == 8         # 4 ranks x (mpi4py, mpitrain)
+
+
+def test_lab2_trees(tmp_path):
+    out = run_lab("02_trees.py", "--trace", str(tmp_path / "t.json"))
+    assert "broadcast #1 (linear)" in out and "reduce #4 (binomial)" in out
+    events = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    assert any(e.get("cat") == "broadcast/binomial" for e in events)
+
+
+def test_lab3_ring_steps_and_pictures(tmp_path):
+    trace, png = tmp_path / "ring.json", tmp_path / "ring.png"
+    out = run_lab("03_ring.py", "--step", "--trace", str(trace), "--png", str(png))
+    assert "after step 6" in out and "6 steps per rank: 3 of reduce-scatter, then 3 of all-gather" in out
+    assert "rank 3: [   600    604    608    612    616    620    624    628 ]" in out
+    moves = [e for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"]
+    assert len(moves) == 4 * 6
+    assert png.stat().st_size > 2000
+
+
+def test_lab4_cost_model(tmp_path):
+    out = run_lab("04_doubling_cost_model.py", "--sizes", "1K,64K", "--repeats", "3",
+                  "--png", str(tmp_path / "m.png"))
+    assert "model: alpha" in out and "rabenseifner" in out
+    assert (tmp_path / "m-model.png").stat().st_size > 2000
+
+
+def test_lab5_data_parallel():
+    out = run_lab("05_data_parallel.py", "--steps", "4")
+    assert "bucket   0" in out and "4 ranks follow the single-process losses" in out
+
+
+def test_lab7_baselines():
+    out = run_lab("07_baselines.py", "--quick", timeout=400)
+    assert "mpi (native)" in out and "ddp" in out
