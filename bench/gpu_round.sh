@@ -44,7 +44,7 @@ for step in $steps; do
              echo "MPITRAIN_GPU_TRANSPORT=$t, $n rank(s)" | tee -a "$OUT/cuda-tests.txt"
              MPITRAIN_GPU_TRANSPORT=$t MPITRAIN_TIMEOUT=120 timeout 300 $MPIRUN -x MPITRAIN_GPU_TRANSPORT \
                -n $n $PYFULL -m pytest -q -p no:cacheprovider --with-mpi --color=no \
-               tests/mpi/test_collectives_cuda.py tests/mpi/test_data_parallel.py 2>&1 \
+               tests/mpi/test_collectives_cuda.py tests/mpi/test_data_parallel.py tests/mpi/test_zero.py 2>&1 \
                | grep -a -E "^E |passed|failed" | sort | uniq | head -8 | tee -a "$OUT/cuda-tests.txt"
            done; done ;;
     cuda-algos) $MPIRUN -n $NGPU $PYFULL -m mpitrain.bench collectives --device cuda \

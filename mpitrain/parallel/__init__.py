@@ -1,7 +1,8 @@
-"""Parallelism applied to a model: data parallel, naive and bucketed (ZeRO arrives with its issue)."""
+"""Parallelism applied to a model: data parallel (naive and bucketed) and ZeRO stages 1 and 2."""
 from .data_parallel import DataParallel, SingleRank, UnusedParameterError, apply_data_parallel
 from .naive_data_parallel import NaiveDataParallel
 from .replicate import broadcast_parameters
+from .zero import Zero, apply_zero
 
 __all__ = ["apply_data_parallel", "DataParallel", "NaiveDataParallel", "UnusedParameterError", "SingleRank",
-           "broadcast_parameters"]
+           "broadcast_parameters", "apply_zero", "Zero"]

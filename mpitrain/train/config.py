@@ -39,7 +39,7 @@ class TrainConfig:
     log_every: int = 10              # steps between progress / JSON lines
     log_jsonl: str = ""              # write metrics as JSON lines here (rank 0)
     device: str = "auto"             # auto (the local rank's GPU if any, else CPU) | cpu | cuda
-    parallel: str = "dp"             # dp (bucketed, overlapped) | dp-naive (per-parameter, after backward) | zero1..3
+    parallel: str = "dp"             # dp (bucketed, overlapped) | dp-naive (per-parameter, after backward) | zero1 | zero2
     bucket_mb: float = 25.0          # dp: gradient bucket cap in MB (one bucket per parameter when tiny)
     first_bucket_mb: float = 1.0     # dp: cap of the first bucket (the last layers), sent earliest
     grad_dtype: str = "fp32"         # dp: gradients on the wire: fp32 | bf16 | fp16 (averaged, cast back)
@@ -62,9 +62,11 @@ class TrainConfig:
             raise ConfigError(f"--optimizer {self.optimizer}: choose adamw or sgd")
         if self.parallel not in PARALLEL:
             raise ConfigError(f"--parallel {self.parallel}: choose from {', '.join(PARALLEL)}")
-        if self.parallel.startswith("zero"):
-            raise ConfigError(f"--parallel {self.parallel} is not built yet (the ZeRO issue); "
-                              f"use --parallel dp")
+        if self.parallel == "zero3":
+            raise ConfigError("--parallel zero3 is not built yet; zero1, zero2 and dp are")
+        if self.parallel.startswith("zero") and self.precision == "fp16":
+            raise ConfigError(f"--parallel {self.parallel} with --precision fp16: loss scaling "
+                              f"over sharded gradients is not built; use bf16 or fp32")
         if self.grad_dtype not in GRAD_DTYPES:
             raise ConfigError(f"--grad-dtype {self.grad_dtype}: choose from {', '.join(GRAD_DTYPES)}")
         for name in ("bucket_mb", "first_bucket_mb"):

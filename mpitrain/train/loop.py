@@ -20,7 +20,7 @@ from ..comm.world import cores_per_rank
 from ..data import ShardedSampler, load_dataset
 from ..data.sampler import eval_indices
 from ..models import VARIANTS, VisionTransformer, ViTConfig
-from ..parallel import SingleRank, apply_data_parallel
+from ..parallel import SingleRank, Zero, apply_data_parallel, apply_zero
 from .config import ConfigError
 from .metrics import JsonLines, Progress, measure_matmul_tflops
 
@@ -52,15 +52,33 @@ def lr_at(step, cfg, total):
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(cfg, model, device):
-    decay = [p for p in model.parameters() if p.ndim >= 2]         # weights, not biases / norms
+def param_groups(cfg, model):
+    """Weight decay on weights (matrices), not on biases and norms."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(cfg, groups, device):
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999),
-                             fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
+
+
+def make_parallel(cfg, model, world, device):
+    """(engine, optimizer): data parallel (bucketed or naive) with a full optimizer, or ZeRO
+    with an optimizer over this rank's shard; one rank alone needs no engine."""
+    groups = param_groups(cfg, model)
+    if cfg.parallel.startswith("zero"):
+        zero = apply_zero(model, world, lambda shard_groups: make_optimizer(cfg, shard_groups, device),
+                          stage=int(cfg.parallel[-1]), groups=groups, bucket_mb=cfg.bucket_mb)
+        return zero, zero.optimizer
+    dp = SingleRank() if world.size == 1 else apply_data_parallel(
+        model, world, cfg.bucket_mb, cfg.first_bucket_mb, cfg.grad_dtype,
+        cfg.find_unused_parameters, overlap=not cfg.no_overlap, verbose=cfg.verbose,
+        naive=cfg.parallel == "dp-naive")
+    return dp, make_optimizer(cfg, groups, device)
 
 
 def evaluate(model, data, world, device, img_size, precision):
@@ -109,12 +127,9 @@ def train(cfg, world):
 
     torch.manual_seed(cfg.seed)
     model = VisionTransformer(mcfg, cfg.checkpoint_activations).to(device)
-    dp = SingleRank() if world.size == 1 else apply_data_parallel(
-        model, world, cfg.bucket_mb, cfg.first_bucket_mb, cfg.grad_dtype,
-        cfg.find_unused_parameters, overlap=not cfg.no_overlap, verbose=cfg.verbose,
-        naive=cfg.parallel == "dp-naive")
+    dp, optimizer = make_parallel(cfg, model, world, device)
+    zero = dp if isinstance(dp, Zero) else None
     step_model = torch.compile(model) if cfg.compile else model
-    optimizer = make_optimizer(cfg, model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     per_rank_batch = cfg.micro_batch_size * cfg.grad_accum
@@ -162,9 +177,13 @@ def train(cfg, world):
                     scaler.scale(loss).backward()
                 local_loss += loss.detach()
             dp.synchronize()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=False)
+            if zero is not None:
+                zero.step()                       # this rank's shard, then all-gather
+                zero.zero_grad()
+            else:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=False)
             loss_sum[0] = float(local_loss)                  # the step's one host sync
             world.all_reduce(loss_sum, op="avg")
             step += 1

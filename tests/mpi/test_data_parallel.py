@@ -5,6 +5,7 @@ parameters after 20 steps, at both bucket extremes, with and without no_sync acc
 ranks must hold bitwise-identical parameters after every step.
     mpiexec -n 3 python -m pytest --with-mpi tests/mpi/test_data_parallel.py
 """
+import contextlib
 import hashlib
 
 import numpy as np
@@ -56,10 +57,11 @@ def optimizer_for(model, kind="sgd"):
     return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
 
 
-def single_process_run(world_size, optimizer="sgd"):
-    """One process, batch world_size * PER_RANK per step: the oracle."""
+def single_process_run(world_size, optimizer="sgd", make_optimizer=None):
+    """One process, batch world_size * PER_RANK per step: the oracle. make_optimizer(model)
+    replaces the named optimizer."""
     model = make_model()
-    opt = optimizer_for(model, optimizer)
+    opt = make_optimizer(model) if make_optimizer else optimizer_for(model, optimizer)
     losses = []
     for step in range(STEPS):
         x, y = batch(step, world_size * PER_RANK)
@@ -78,6 +80,31 @@ def param_hash(model):
     return h.hexdigest()
 
 
+def run_steps(world, model, engine, zero_grad, step, accum=1):
+    """STEPS steps, PER_RANK images per rank in `accum` micro-batches (all but the last under
+    engine.no_sync()); returns the losses averaged over ranks and whether every step left
+    bitwise-identical parameters on every rank."""
+    losses, identical = [], True
+    micro = PER_RANK // accum
+    for n in range(STEPS):
+        x, y = batch(n, world.size * PER_RANK)
+        mine = slice(world.rank * PER_RANK, (world.rank + 1) * PER_RANK)
+        x, y = x[mine], y[mine]
+        zero_grad()
+        local = 0.0
+        for m in range(accum):
+            part = slice(m * micro, (m + 1) * micro)
+            loss = F.cross_entropy(model(x[part]), y[part]) / accum
+            with contextlib.nullcontext() if m == accum - 1 else engine.no_sync():
+                loss.backward()
+            local += loss.item()
+        engine.synchronize()
+        step()
+        losses.append(float(np.mean(world.mpi_comm.allgather(local))))
+        identical &= len(set(world.mpi_comm.allgather(param_hash(model)))) == 1
+    return losses, identical
+
+
 def data_parallel_run(world, engine_kwargs, accum=1, naive=False, set_to_none=True,
                       optimizer="sgd"):
     """world.size ranks, PER_RANK images each, in `accum` micro-batches; returns the averaged
@@ -85,28 +112,8 @@ def data_parallel_run(world, engine_kwargs, accum=1, naive=False, set_to_none=Tr
     model = make_model(seed=0 if world.rank == 0 else 100 + world.rank)   # the broadcast fixes it
     dp = apply_data_parallel(model, world, naive=naive, **engine_kwargs)
     opt = optimizer_for(model, optimizer)
-    losses, identical = [], True
-    micro = PER_RANK // accum
-    for step in range(STEPS):
-        x, y = batch(step, world.size * PER_RANK)
-        mine = slice(world.rank * PER_RANK, (world.rank + 1) * PER_RANK)
-        x, y = x[mine], y[mine]
-        opt.zero_grad(set_to_none=set_to_none)
-        local = 0.0
-        for m in range(accum):
-            part = slice(m * micro, (m + 1) * micro)
-            loss = F.cross_entropy(model(x[part]), y[part]) / accum
-            if m < accum - 1:
-                with dp.no_sync():
-                    loss.backward()
-            else:
-                loss.backward()
-            local += loss.item()
-        dp.synchronize()
-        opt.step()
-        losses.append(float(np.mean(world.mpi_comm.allgather(local))))
-        hashes = world.mpi_comm.allgather(param_hash(model))
-        identical &= len(set(hashes)) == 1
+    losses, identical = run_steps(world, model, dp, lambda: opt.zero_grad(set_to_none=set_to_none),
+                                  opt.step, accum)
     dp.close()
     return losses, [p.detach().clone() for p in model.parameters()], identical
 

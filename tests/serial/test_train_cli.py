@@ -22,7 +22,8 @@ def losses(tmp_path, ranks, extra=()):
 @pytest.mark.parametrize("ranks, extra", [
     (2, ()), (3, ()), (2, ("--grad-accum", "2")), (2, ("--parallel", "dp-naive")),
     (3, ("--bucket-mb", "1e-9", "--first-bucket-mb", "1e-9", "--grad-accum", "2")),
-    (2, ("--no-overlap",))])
+    (2, ("--no-overlap",)), (2, ("--parallel", "zero1")),
+    (3, ("--parallel", "zero2", "--grad-accum", "2", "--bucket-mb", "0.01"))])
 def test_n_ranks_follow_the_single_process_loss_sequence(tmp_path, ranks, extra):
     single, _ = losses(tmp_path, 1)
     multi, proc = losses(tmp_path, ranks, extra)
@@ -41,6 +42,7 @@ def test_n_ranks_follow_the_single_process_loss_sequence(tmp_path, ranks, extra)
     (["vit_digits", "--parallel", "zero3"], r"--parallel zero3 is not built yet"),
     (["vit_digits", "--grad-dtype", "int8"], r"--grad-dtype int8: choose from fp32, bf16, fp16"),
     (["vit_digits", "--bucket-mb", "0"], r"--bucket-mb must be > 0, got 0"),
+    (["vit_digits", "--parallel", "zero1", "--precision", "fp16"], r"--parallel zero1 with --precision fp16"),
     (["vit_digits", "--lr", "1e30", "--steps", "20", "--warmup", "0", "--optimizer", "sgd"],
      r"loss is (nan|inf) at step \d+"),
 ])

@@ -1,0 +1,187 @@
+"""ZeRO stages 1 and 2: each rank keeps the optimizer state of one shard of the parameters.
+
+    zero = apply_zero(model, world, make_optimizer, stage=1)   # make_optimizer(param_groups)
+    loss.backward(); zero.synchronize()     # gradients reduced: this rank's shard only
+    zero.step()                             # update the shard, all-gather the parameters
+    zero.zero_grad()
+
+Layout. The trainable parameters of each optimizer group are laid out in one flat float32
+buffer (16-byte aligned slots, padded to a multiple of the world size) and each parameter
+becomes a view into it. Rank r owns elements [r*S, (r+1)*S) of every group's flat buffer: its
+optimizer holds one flat parameter per group, that slice, and only that slice's state (AdamW:
+2 floats per element, so the optimizer memory is divided by the number of ranks).
+
+  stage 1: after backward every gradient is packed into a flat buffer and reduce-scattered
+           (averaged), so each rank receives its shard's gradient; the optimizer updates the
+           shard; all-gather puts every rank's updated shard into everyone's flat buffer, which
+           *is* the model's parameters.
+  stage 2: the same, but bucket by bucket during backward: when a bucket's gradients are all
+           there, they are packed and reduce-scattered (reduce_scatter_v: each rank receives the
+           part of the bucket that falls in its shard), and the parameters' .grad are released,
+           so no rank ever holds the full gradient.
+
+Both are checked against data parallel and a single process in tests/mpi/test_zero.py.
+"""
+import contextlib
+
+import torch
+
+from .. import kernels
+from .buckets import plan_buckets
+from .replicate import broadcast_parameters
+
+
+class FlatGroup:
+    """One optimizer group's parameters as views into one flat, shardable buffer."""
+
+    def __init__(self, params, world, options):
+        self.params = params
+        self.options = options                       # the group's optimizer options (lr, wd...)
+        device = params[0].device
+        layout = kernels.BucketLayout([p.numel() for p in params], "float32")
+        self.offsets = layout.offsets
+        p = world.size
+        padded = -(-max(layout.total, 1) // (4 * p)) * 4 * p          # aligned shards
+        self.shard = padded // p
+        self.flat = torch.zeros(padded, dtype=torch.float32, device=device)
+        with torch.no_grad():
+            for param, off in zip(params, self.offsets):
+                n = param.numel()
+                self.flat[off: off + n].copy_(param.detach().reshape(-1))
+                param.data = self.flat[off: off + n].view_as(param)
+        lo = world.rank * self.shard
+        self.master = torch.nn.Parameter(self.flat[lo: lo + self.shard])   # a view: updates land
+        self.master.grad = torch.zeros(self.shard, dtype=torch.float32, device=device)
+        self.grad_flat = None                        # stage 1: the packed full gradient
+
+    def counts_in_shards(self, start, stop, world):
+        """How many elements of flat range [start, stop) fall in each rank's shard, and where
+        this rank's part lands in its shard."""
+        counts = [max(0, min(stop, (r + 1) * self.shard) - max(start, r * self.shard))
+                  for r in range(world.size)]
+        lo = world.rank * self.shard
+        return counts, max(start, lo) - lo
+
+
+class Zero:
+    def __init__(self, model, world, make_optimizer, stage=1, groups=None, bucket_mb=25.0):
+        if stage not in (1, 2):
+            raise ValueError(f"ZeRO stage {stage}: stages 1 and 2 are built (3 is not yet)")
+        self.world = world
+        self.stage = stage
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        for p in trainable:
+            if p.dtype != torch.float32:
+                raise TypeError(f"rank {world.rank}: ZeRO keeps float32 parameters; got {p.dtype}")
+        groups = groups or [{"params": trainable}]
+        self.groups = [FlatGroup(list(g["params"]), world,
+                                 {k: v for k, v in g.items() if k != "params"})
+                       for g in groups if len(g["params"])]
+        self.optimizer = make_optimizer([dict(g.options, params=[g.master]) for g in self.groups])
+        self._sync = True
+        self._hooks = []
+        self._reduced = set()            # stage 2: buckets reduce-scattered since zero_grad
+        if stage == 2:
+            self._plan_stage2(bucket_mb)
+
+    # ------------------------------------------------------------------------------ stage 2
+    def _plan_stage2(self, bucket_mb):
+        """Buckets within each group (reverse order, like data parallel); each is a contiguous
+        range of the group's flat buffer."""
+        self._bucket_of = {}
+        self._buckets = []
+        cap = max(1, int(bucket_mb * 2**20))
+        for g in self.groups:
+            index = {id(p): i for i, p in enumerate(g.params)}
+            for spec in plan_buckets(g.params, cap, cap, "float32"):
+                ids = sorted(index[id(p)] for p in spec.params)           # flat order
+                params = [g.params[i] for i in ids]
+                start = g.offsets[ids[0]]
+                stop = g.offsets[ids[-1]] + params[-1].numel()
+                bucket = {"index": len(self._buckets), "group": g, "params": params,
+                          "start": start, "stop": stop,
+                          "pending": len(params), "offsets": [g.offsets[i] - start for i in ids]}
+                self._buckets.append(bucket)
+                for p in params:
+                    self._bucket_of[id(p)] = bucket
+                    self._hooks.append(p.register_post_accumulate_grad_hook(self._grad_ready))
+
+    def _grad_ready(self, param):
+        if not self._sync:
+            return
+        bucket = self._bucket_of[id(param)]
+        bucket["pending"] -= 1
+        if bucket["pending"] == 0:
+            self._reduce_scatter_bucket(bucket)
+            bucket["pending"] = len(bucket["params"])
+            self._reduced.add(bucket["index"])
+
+    def _reduce_scatter_bucket(self, bucket):
+        g, world = bucket["group"], self.world
+        start, stop = bucket["start"], bucket["stop"]
+        flat = torch.zeros(stop - start, dtype=torch.float32, device=g.flat.device)
+        kernels.PackPlan([p.grad for p in bucket["params"]], flat, bucket["offsets"]).pack(
+            scale=1.0 / world.size)
+        counts, at = g.counts_in_shards(start, stop, world)
+        mine = g.master.grad[at: at + counts[world.rank]]
+        world.reduce_scatter_v(flat, mine if counts[world.rank] else g.master.grad[:0], counts)
+        for p in bucket["params"]:
+            p.grad = None                   # the gradient memory this rank does not own
+
+    # --------------------------------------------------------------------------- the step
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Gradient accumulation: backwards inside keep accumulating in .grad."""
+        previous, self._sync = self._sync, False
+        try:
+            yield
+        finally:
+            self._sync = previous
+
+    def synchronize(self):
+        """Stage 1: reduce-scatter the whole gradient now (stage 2 did it during backward, and
+        here checks that every bucket was reduced: a parameter without a gradient would leave
+        its bucket waiting, and the ranks would disagree)."""
+        if self.stage == 2:
+            missing = [b for b in self._buckets if b["index"] not in self._reduced]
+            if missing:
+                raise RuntimeError(f"rank {self.world.rank}: ZeRO-2: {len(missing)} gradient "
+                                   f"bucket(s) never completed: a trainable parameter got no "
+                                   f"gradient in backward")
+            return
+        world = self.world
+        for g in self.groups:
+            if g.grad_flat is None:
+                g.grad_flat = torch.zeros_like(g.flat)
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in g.params]
+            kernels.PackPlan(grads, g.grad_flat, g.offsets).pack(scale=1.0 / world.size)
+            world.reduce_scatter(g.grad_flat, g.master.grad)
+
+    def step(self):
+        """Update this rank's shard, then gather every shard into every rank's parameters."""
+        self.optimizer.step()
+        world = self.world
+        for g in self.groups:
+            lo = world.rank * g.shard
+            world.all_gather(g.flat[lo: lo + g.shard], g.flat)
+
+    def zero_grad(self):
+        self._reduced = set()
+        for g in self.groups:
+            g.master.grad.zero_()
+            for p in g.params:
+                p.grad = None
+
+    def close(self):
+        for h in self._hooks:
+            h.remove()
+
+
+def apply_zero(model, world, make_optimizer, stage=1, groups=None, bucket_mb=25.0,
+               broadcast=True):
+    """Broadcast rank 0's weights, shard the optimizer (stage 1) and the gradients (stage 2).
+    make_optimizer(param_groups) builds the optimizer over this rank's flat shards; `groups`
+    are the model's parameter groups with their options (default: one group)."""
+    if broadcast:
+        broadcast_parameters(model, world)
+    return Zero(model, world, make_optimizer, stage, groups, bucket_mb)
