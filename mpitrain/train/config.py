@@ -46,9 +46,11 @@ class TrainConfig:
     find_unused_parameters: bool = False   # dp: parameters without a gradient count as zero (else an error)
     no_overlap: bool = False         # dp: all-reduce each bucket on the main thread (no communication thread)
     verbose: bool = False            # print the data-parallel bucket plan and per-step wait time
-    checkpoint_dir: str = ""         # save checkpoints here (arrives with the checkpoint issue)
-    checkpoint_every: int = 0        # steps between checkpoints
-    resume: bool = False             # continue from the newest checkpoint in checkpoint_dir
+    checkpoint_dir: str = ""         # save checkpoints here (each rank its shard; any world size resumes)
+    checkpoint_every: int = 0        # steps between checkpoints (0: only at the end)
+    checkpoint_keep: int = 3         # newest checkpoints kept; older ones are deleted
+    resume: bool = False             # continue from the newest valid checkpoint in checkpoint_dir
+    stop_at_step: int = 0            # stop after this step, as if interrupted (job time limits, tests)
     peak_tflops: float = 0.0         # one device's peak for MFU (0: measured by a matmul at start)
     progress: bool = True            # rank 0's progress bar
 
@@ -72,15 +74,15 @@ class TrainConfig:
         for name in ("bucket_mb", "first_bucket_mb"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        if self.checkpoint_dir or self.resume:
-            raise ConfigError("--checkpoint-dir / --resume are not built yet (the checkpoint issue)")
+        if self.resume and not self.checkpoint_dir:
+            raise ConfigError("--resume needs --checkpoint-dir (where to look for checkpoints)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device {self.device}: choose auto, cpu or cuda")
         for name in ("batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("epochs", "steps", "micro_batch_size", "grad_accum", "warmup", "eval_every",
-                     "img_size"):
+                     "img_size", "checkpoint_every", "checkpoint_keep", "stop_at_step"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.steps == 0 and self.epochs == 0:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import kernels
+from .. import checkpoint, kernels
 from ..comm.world import cores_per_rank
 from ..data import ShardedSampler, load_dataset
 from ..data.sampler import eval_indices
@@ -153,14 +153,28 @@ def train(cfg, world):
         world.print0(warning)
 
     log = JsonLines(cfg.log_jsonl, world.rank == 0)
-    progress = Progress(total, cfg.progress and world.rank == 0, world.print0)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + world.rank)   # augmentation draws
+    groups = [g["params"] for g in param_groups(cfg, model)]
     step, epoch, accuracy = 0, 0, None
+    skip = 0                                    # batches of the first epoch already trained
+    if cfg.resume:
+        info = checkpoint.load(cfg.checkpoint_dir, model, dp, optimizer, groups, world)
+        if info is None:
+            world.print0(f"--resume: no checkpoint in {cfg.checkpoint_dir} yet; starting at step 0")
+        else:
+            step = info["step"]
+            epoch, skip = divmod(step, sampler.steps_per_epoch)
+            if info["rng"] is not None:          # the same world size: each rank's own draws
+                torch.set_rng_state(info["rng"]["torch"])
+                gen.set_state(info["rng"]["gen"])
+            world.print0(f"resumed from {info['directory']} at step {step} (epoch {epoch})")
+    progress = Progress(total, cfg.progress and world.rank == 0, world.print0)
+    stop = min(total, cfg.stop_at_step) if cfg.stop_at_step else total
     window_seconds, window_steps = 0.0, 0      # training time only: evaluation is left out
     loss_sum = np.zeros(1, np.float64)
-    while step < total:
-        for _, indices in sampler.batches(epoch):
-            if step >= total:
+    while step < stop:
+        for _, indices in sampler.batches(epoch, skip):
+            if step >= stop:
                 break
             step_start = time.perf_counter()
             for group in optimizer.param_groups:
@@ -202,12 +216,19 @@ def train(cfg, world):
                 log.write(step=step, epoch=epoch, loss=loss_sum[0], lr=lr_at(step - 1, cfg, total),
                           img_per_s=img_s, mfu=mfu, time=time.time())
                 window_seconds, window_steps = 0.0, 0
+            if cfg.checkpoint_dir and (step == stop or (cfg.checkpoint_every and
+                                                        step % cfg.checkpoint_every == 0)):
+                checkpoint.save(cfg.checkpoint_dir, step, model, dp, optimizer, groups, world,
+                                extra={"epoch": epoch, "config": vars(cfg).copy()},
+                                rng={"torch": torch.get_rng_state(), "gen": gen.get_state()},
+                                keep=cfg.checkpoint_keep)
             if step % eval_every == 0 or step == total:
                 accuracy = evaluate(step_model, data.test, world, device, mcfg.img_size, cfg.precision)
                 if accuracy is not None:
                     progress.write(f"epoch {epoch} step {step}: test accuracy {accuracy * 100:.2f}%")
                     log.write(step=step, epoch=epoch, test_accuracy=accuracy, time=time.time())
         epoch += 1
+        skip = 0
     progress.close()
     log.close()
     if cfg.verbose and hasattr(dp, "stats"):

@@ -43,6 +43,7 @@ def test_n_ranks_follow_the_single_process_loss_sequence(tmp_path, ranks, extra)
     (["vit_digits", "--grad-dtype", "int8"], r"--grad-dtype int8: choose from fp32, bf16, fp16"),
     (["vit_digits", "--bucket-mb", "0"], r"--bucket-mb must be > 0, got 0"),
     (["vit_digits", "--parallel", "zero1", "--precision", "fp16"], r"--parallel zero1 with --precision fp16"),
+    (["vit_digits", "--resume"], r"--resume needs --checkpoint-dir"),
     (["vit_digits", "--lr", "1e30", "--steps", "20", "--warmup", "0", "--optimizer", "sgd"],
      r"loss is (nan|inf) at step \d+"),
 ])
@@ -68,5 +69,6 @@ def test_help_lists_every_flag():
                  "--grad-accum", "--lr", "--warmup", "--optimizer", "--weight-decay", "--precision",
                  "--compile", "--seed", "--eval-every", "--log-jsonl", "--checkpoint-dir", "--resume",
                  "--parallel", "--bucket-mb", "--first-bucket-mb", "--grad-dtype",
-                 "--find-unused-parameters", "--no-overlap", "--verbose"):
+                 "--find-unused-parameters", "--no-overlap", "--verbose", "--checkpoint-keep",
+                 "--checkpoint-every", "--stop-at-step"):
         assert flag in out

@@ -1,0 +1,81 @@
+"""Checkpoints that resume at any world size and any parallelism (dp, zero1, zero2).
+
+    save(root, step, model, engine, optimizer, groups, world, extra={...}, keep=3)
+    info = load(root, model, engine, optimizer, groups, world)   # newest valid, or None
+
+Each rank writes its slice of the canonical state (state.py); rank 0 writes the manifest last
+(store.py). `python -m mpitrain.checkpoint consolidate DIR OUT` writes one plain state dict.
+"""
+import torch
+
+from .state import describe_groups, local_slices, owned_ranges, restore
+from .store import (CheckpointError, assemble, prune, read_manifest, read_shards, step_dir,
+                    valid_checkpoints, write_manifest, write_shard)
+
+__all__ = ["save", "load", "consolidate", "CheckpointError"]
+
+
+def _names(model):
+    return {id(p): n for n, p in model.named_parameters()}
+
+
+def save(root, step, model, engine, optimizer, groups, world, extra=None, rng=None, keep=3):
+    """Collective: every rank writes its shard, then rank 0 the manifest; returns the directory."""
+    directory = step_dir(root, step)
+    ranges = owned_ranges(engine, groups, world)
+    slices, opt_step = local_slices(engine, optimizer, groups, ranges)
+    entry = write_shard(directory, world.rank, {"ranges": ranges, "slices": slices, "rng": rng})
+    entries = world.mpi_comm.gather(entry, root=0)
+    if world.rank == 0:
+        write_manifest(directory, {"step": step, "optimizer_step": opt_step,
+                                   "world_size": world.size, "groups": describe_groups(groups, _names(model)),
+                                   "shards": entries, "extra": extra or {}})
+        prune(root, keep)
+    world.barrier()
+    return directory
+
+
+def load(root, model, engine, optimizer, groups, world):
+    """Restore the newest valid checkpoint under root into model and optimizer (any world size,
+    any stage). Returns {"step", "extra", "rng" (this rank's, when the world size matches)} or
+    None when there is none. Every rank checks the same files, so all raise the same error."""
+    candidates = valid_checkpoints(root)
+    if not candidates:
+        return None
+    directory = candidates[-1]
+    manifest = read_manifest(directory)
+    _check_model(manifest, groups, _names(model), directory)
+    payloads = read_shards(directory, manifest)
+    restore(engine, optimizer, groups, assemble(manifest, payloads), manifest["optimizer_step"])
+    same_world = manifest["world_size"] == world.size
+    return {"step": manifest["step"], "extra": manifest["extra"], "directory": str(directory),
+            "rng": payloads[world.rank]["rng"] if same_world else None}
+
+
+def _check_model(manifest, groups, names, directory):
+    saved = describe_groups(groups, names)
+    if len(saved) != len(manifest["groups"]):
+        raise CheckpointError(f"{directory}: saved with {len(manifest['groups'])} parameter "
+                              f"groups, this model has {len(saved)}")
+    for gi, (mine, theirs) in enumerate(zip(saved, manifest["groups"])):
+        for a, b in zip(mine["params"], theirs["params"]):
+            if (a["name"], a["shape"]) != (b["name"], b["shape"]):
+                raise CheckpointError(f"{directory}: a different model: parameter {b['name']} "
+                                      f"{b['shape']} in the checkpoint, {a['name']} {a['shape']} here")
+        if len(mine["params"]) != len(theirs["params"]):
+            raise CheckpointError(f"{directory}: a different model: group {gi} has "
+                                  f"{len(theirs['params'])} parameters saved, {len(mine['params'])} here")
+
+
+def consolidate(directory, out):
+    """One state dict {parameter name: tensor} that plain torch loads (timm key names)."""
+    manifest = read_manifest(directory)
+    full = assemble(manifest, read_shards(directory, manifest))
+    state = {}
+    for gi, group in enumerate(manifest["groups"]):
+        for p in group["params"]:
+            flat = full[f"g{gi}.param"][p["offset"]: p["offset"] + p["numel"]]
+            state[p["name"]] = flat.view(p["shape"]).clone()
+    from .store import atomic_write
+    atomic_write(out, lambda f: torch.save(state, f))
+    return state
