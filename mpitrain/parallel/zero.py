@@ -81,6 +81,7 @@ class Zero:
         self._sync = True
         self._hooks = []
         self._reduced = set()            # stage 2: buckets reduce-scattered since zero_grad
+        self._bucket_buffer = None
         if stage == 2:
             self._plan_stage2(bucket_mb)
 
@@ -106,6 +107,15 @@ class Zero:
                     self._bucket_of[id(p)] = bucket
                     self._hooks.append(p.register_post_accumulate_grad_hook(self._grad_ready))
 
+    def _scratch(self, count, device):
+        """One reused buffer for the bucket being reduce-scattered (stage 2 reduces one bucket
+        at a time, inline), zeroed where the padding between slots must contribute nothing."""
+        if self._bucket_buffer is None or self._bucket_buffer.numel() < count:
+            self._bucket_buffer = torch.zeros(count, dtype=torch.float32, device=device)
+        flat = self._bucket_buffer[:count]
+        flat.zero_()
+        return flat
+
     def _grad_ready(self, param):
         if not self._sync:
             return
@@ -119,7 +129,7 @@ class Zero:
     def _reduce_scatter_bucket(self, bucket):
         g, world = bucket["group"], self.world
         start, stop = bucket["start"], bucket["stop"]
-        flat = torch.zeros(stop - start, dtype=torch.float32, device=g.flat.device)
+        flat = self._scratch(stop - start, g.flat.device)
         kernels.PackPlan([p.grad for p in bucket["params"]], flat, bucket["offsets"]).pack(
             scale=1.0 / world.size)
         counts, at = g.counts_in_shards(start, stop, world)
