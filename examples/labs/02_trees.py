@@ -26,7 +26,7 @@ from mpitrain.comm import init
 def main():
     args = lab_args(__doc__, size=4)
     world = init()
-    rank, p, n = world.rank, world.size, args.size
+    rank, n = world.rank, args.size
     ok = True
     with world.trace(snapshots=True) as trace:
         for algorithm in ("linear", "binomial"):

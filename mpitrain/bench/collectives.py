@@ -49,7 +49,7 @@ def format_size(nbytes):
 def make_call(world, op, impl, count, dtype):
     """A no-argument function doing one call of `op` by `impl` ('mpi' or an algorithm name)."""
     from mpi4py import MPI
-    p, rank = world.size, world.rank
+    p = world.size
     k = count // p
     storage = DTYPES[dtype].storage
     # zeros: all_reduce runs in place call after call, and growing sums would overflow to inf,

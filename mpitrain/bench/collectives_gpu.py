@@ -19,7 +19,7 @@ def make_gpu_call(world, op, impl, count, dtype):
     import torch
     device = torch.device("cuda", torch.cuda.current_device())
     tdtype = getattr(torch, TORCH_DTYPES[dtype])
-    p, rank = world.size, world.rank
+    p = world.size
     k = count // p
     full = torch.zeros(count, dtype=tdtype, device=device)
     part = torch.zeros(k, dtype=tdtype, device=device)

@@ -94,10 +94,9 @@ def run_round(impl, cfg, world, device, args, batches):
     sync()
     mine = (time.perf_counter() - start) / args.steps
     seconds = max(world.mpi_comm.allgather(mine))          # the job moves at its slowest rank
-    wait = engine.stats["wait_s"] if engine is not None and hasattr(engine, "stats") else None
     if engine is not None:
         engine.close()
-    return seconds, float(loss.detach()), wait
+    return seconds, float(loss.detach())
 
 
 def run(args):
@@ -126,11 +125,11 @@ def run(args):
                 torch.randint(0, cfg.num_classes, (per_rank,), generator=g).to(device))
                for _ in range(4)]
     times = {impl: [] for impl in impls}
-    losses, waits = {}, {}
+    losses = {}
     for r in range(args.rounds):
         order = impls if r % 2 == 0 else impls[::-1]
         for impl in order:
-            seconds, losses[impl], waits[impl] = run_round(impl, cfg, world, device, args, batches)
+            seconds, losses[impl] = run_round(impl, cfg, world, device, args, batches)
             times[impl].append(seconds)
     rows = []
     ddp = float(np.median(times["ddp"])) if "ddp" in times else None

@@ -69,7 +69,6 @@ class Communicator:
         self._device_pool = DeviceScratchPool()
         self._gpu_transport = None           # made when the first GPU buffer arrives
         self._trace = None                   # the open Trace (world.trace()), or None
-        self.gpu_transport_note = ""
         self._calls = 0
 
     def __repr__(self):
@@ -147,7 +146,6 @@ class Communicator:
                 if self._trace is not None:
                     self._trace.begin("all_reduce", self._calls, alg, [b.array])
                 ALGORITHMS["all_reduce"][alg](ctx, b.array)
-                ctx.finish()
                 if self._trace is not None:
                     self._trace.end()
                 if op == "avg":
@@ -318,7 +316,6 @@ class Communicator:
                     self._trace.begin(name, self._calls, alg,
                                       [t.array for t in traced if t is not None])
                 run(ctx)
-                ctx.finish()
                 if self._trace is not None:
                     self._trace.end()
         finally:
@@ -372,7 +369,6 @@ class Communicator:
                     if choice == "ipc":
                         raise CollectiveError(self.rank, f"MPITRAIN_GPU_TRANSPORT=ipc, but CUDA "
                                                          f"IPC is unavailable: {exc}") from exc
-                    self.gpu_transport_note = f"staged (CUDA IPC unavailable: {exc})"
             self._gpu_transport = transport or StagedTransport(self.comm, self.watchdog)
         if self._trace is not None:
             from .trace import TracingTransport

@@ -54,9 +54,6 @@ class Context:
         return bool(a.shape[0] and b.shape[0]) and (
             a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
-    def finish(self):
-        """End of the collective (host memory: nothing left to do)."""
-
     def copy(self, dst, src):
         """dst[:] = src, skipped when both are the same memory (in-place calls)."""
         if dst.shape[0] and not self.same_memory(dst, src):
@@ -103,9 +100,3 @@ class DeviceContext(Context):
     def copy(self, dst, src):
         if dst.shape[0] and not self.same_memory(dst, src):
             dst.copy_(src)
-
-    def finish(self):
-        """End of the collective: the transport settles what peers still read (CUDA IPC)."""
-        settle = getattr(self.transport, "settle", None)
-        if settle is not None:
-            settle()

@@ -133,8 +133,3 @@ class TracingTransport:
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         self.trace.move("sendrecv", (dest, source), sendbuf, recvbuf,
                         lambda: self.inner.sendrecv(sendbuf, dest, recvbuf, source))
-
-    def settle(self):
-        settle = getattr(self.inner, "settle", None)
-        if settle is not None:
-            settle()

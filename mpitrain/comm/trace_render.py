@@ -93,17 +93,18 @@ def write_timeline_png(events, path, title="collective steps"):
     import matplotlib.pyplot as plt
     ranks = sorted({e["rank"] for e in events})
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(ranks) + 1.2))
+    labelled = set()                                   # one legend entry per kind
     for rank in ranks:
         mine = [e for e in events if e["rank"] == rank]
         for kind, group in groupby(sorted(mine, key=lambda e: e["kind"]), key=lambda e: e["kind"]):
             bars = [(e["start"] * 1e6, max((e["end"] - e["start"]) * 1e6, 0.5)) for e in group]
             ax.broken_barh(bars, (rank - 0.35, 0.7), color=KIND_COLOURS.get(kind, "grey"),
-                           label=kind if rank == ranks[0] else None)
+                           label=None if kind in labelled else kind)
+            labelled.add(kind)
     ax.set_yticks(ranks, [f"rank {r}" for r in ranks])
     ax.set_xlabel("microseconds since the trace opened")
     ax.set_title(title)
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
+    if labelled:
         ax.legend(fontsize=8, loc="upper right")
     ax.invert_yaxis()
     fig.tight_layout()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mpitrain.models import ViTConfig, VisionTransformer
-from mpitrain.parallel import NaiveDataParallel, UnusedParameterError, apply_data_parallel
+from mpitrain.parallel import UnusedParameterError, apply_data_parallel
 
 from oracles import all_agree
 

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from mpitrain.parallel import apply_zero
 
 from oracles import all_agree
-from test_data_parallel import (PER_RANK, STEPS, batch, compare, make_model, needs_gpu,  # noqa: F401
-                                on_gpu, run_steps, single_process_run)
+from test_data_parallel import on_gpu  # noqa: F401  (a fixture, used by name)
+from test_data_parallel import (PER_RANK, batch, compare, make_model, needs_gpu, run_steps,
+                                single_process_run)
 
 pytestmark = pytest.mark.mpi
 
@@ -92,7 +93,7 @@ def test_zero2_releases_gradients_and_reports_a_missing_one(world):
 
 @needs_gpu
 @pytest.mark.parametrize("stage", [1, 2])
-def test_zero_on_gpu_follows_one_process(world, on_gpu, stage):
+def test_zero_on_gpu_follows_one_process(world, on_gpu, stage):  # noqa: F811
     losses, params, identical, _, _ = zero_run(world, stage, accum=2,
                                                bucket_mb=0.004 if stage == 2 else 25.0)
     compare(world, losses, params, identical, sgd_reference_with_groups(world.size))

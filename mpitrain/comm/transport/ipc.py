@@ -7,9 +7,9 @@ The receiver pulls. For one message from rank S to rank R:
   R: opens the allocation and the event (once each, then cached), makes its stream wait for S's
      ready event (a GPU-side wait), copies the bytes GPU to GPU on its stream (NVLink or PCIe
      peer-to-peer), records its own "done" event and sends S that event's handle;
-  S: makes its stream wait for R's done event before anything queued later can touch the data
-     (before returning: the algorithms may overwrite what they just sent, e.g. recursive
-     doubling reduces into it; deferring this wait to the next move broke them, measured).
+  S: makes its stream wait for R's done event before anything queued later can touch the data,
+     before returning: the algorithms may overwrite what they just sent (recursive doubling
+     reduces into it; deferring this wait to the next move broke them, bench/RESULTS.md).
 No host ever waits for the GPU and no byte passes through host memory; MPI carries the notes
 only. cuda_ipc.cu holds the CUDA calls. An allocation is named by its base (torch's caching
 allocator hands out pieces of larger cudaMalloc blocks, and a handle names a whole block).
@@ -53,7 +53,6 @@ class IpcTransport:
         self._note_out = {}          # peer -> reusable 144-byte buffer
         self._note_in = {}
         self._done_in = {}
-        self._owed = []              # (peer, request, buffer): "done" notes not yet settled
 
     # ------------------------------------------------------------------------------ plumbing
     def _call(self, rc):
@@ -66,13 +65,21 @@ class IpcTransport:
         self._call(self.lib.mt_ipc_export(ptr, self.device, handle, ctypes.byref(offset)))
         return handle.raw, offset.value
 
-    def _open(self, peer, handle):
-        base = self._opened.get((peer, handle))
-        if base is None:
+    def _opened_here(self, table, opener, peer, handle):
+        """A peer's allocation (opener mt_ipc_open) or event (mt_ipc_event_open), mapped into
+        this process once and cached by (peer, handle)."""
+        found = table.get((peer, handle))
+        if found is None:
             out = ctypes.c_void_p()
-            self._call(self.lib.mt_ipc_open(handle, self.device, ctypes.byref(out)))
-            base = self._opened[(peer, handle)] = out.value
-        return base
+            self._call(opener(handle, self.device, ctypes.byref(out)))
+            found = table[(peer, handle)] = out.value
+        return found
+
+    def _open(self, peer, handle):
+        return self._opened_here(self._opened, self.lib.mt_ipc_open, peer, handle)
+
+    def _peer_event(self, peer, handle):
+        return self._opened_here(self._peer_events, self.lib.mt_ipc_event_open, peer, handle)
 
     def _own_event(self, table, peer):
         entry = table.get(peer)
@@ -81,14 +88,6 @@ class IpcTransport:
             self._call(self.lib.mt_ipc_event_create(self.device, ctypes.byref(event), handle))
             entry = table[peer] = (event.value, handle.raw)
         return entry
-
-    def _peer_event(self, peer, handle):
-        event = self._peer_events.get((peer, handle))
-        if event is None:
-            out = ctypes.c_void_p()
-            self._call(self.lib.mt_ipc_event_open(handle, self.device, ctypes.byref(out)))
-            event = self._peer_events[(peer, handle)] = out.value
-        return event
 
     @staticmethod
     def _buffer(table, peer, size):
@@ -103,19 +102,6 @@ class IpcTransport:
 
     def recv(self, buf, source):
         self.sendrecv(None, None, buf, source)
-
-    def settle(self):
-        """Make this stream wait until every peer finished reading what it was sent. Called
-        before the next move and when the collective ends (DeviceContext.finish)."""
-        if not self._owed:
-            return
-        stream = self._stream(self.device)
-        for peer, request, done_in in self._owed:
-            self.watchdog.progress += 1
-            request.Wait()
-            self._call(self.lib.mt_stream_wait_event(stream, self.device,
-                                                     self._peer_event(peer, done_in.tobytes())))
-        self._owed = []
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         lib, comm, wd, device = self.lib, self.comm, self.watchdog, self.device
@@ -154,9 +140,11 @@ class IpcTransport:
             reply = self._buffer(self._note_out, ("done", source), HANDLE)
             reply[:] = np.frombuffer(event_handle, np.uint8)
             pending.append(comm.Isend([reply, MPI.BYTE], source, DONE_TAG))
-        if sendbuf is not None:
-            self._owed.append((dest, done_req, done_in))
-            self.settle()
+        if sendbuf is not None:              # the peer has read our data: later work may touch it
+            wd.progress += 1
+            done_req.Wait()
+            self._call(lib.mt_stream_wait_event(stream, device,
+                                                self._peer_event(dest, done_in.tobytes())))
         for req in pending:
             req.Wait()
 
@@ -167,7 +155,7 @@ class IpcTransport:
         copy from every peer's GPU memory arrives intact. Collective over `comm`; every rank
         gets the same answer (a transport, or IpcUnavailable with the reason)."""
         import torch
-        rank, size = comm.Get_rank(), comm.Get_size()
+        rank = comm.Get_rank()
         reason = None
         nodes = comm.allgather(node)
         if len(set(nodes)) > 1:

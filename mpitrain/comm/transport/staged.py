@@ -35,7 +35,8 @@ class _Stages:
         self.send_np = [s.numpy() for s in self.send]
         self.recv_np = [r.numpy() for r in self.recv]
         self.copied_out = [torch.cuda.Event(), torch.cuda.Event()]   # D2H into send[i] done
-        self.copied_in = [None, None]        # H2D out of recv[i] queued (event), or None
+        self.copied_in = [torch.cuda.Event(), torch.cuda.Event()]    # H2D out of recv[i] done
+        self.reading = [False, False]        # an H2D out of recv[i] may still be running
 
 
 def _bytes(torch, buf):
@@ -89,9 +90,9 @@ class StagedTransport:
 
         def post_recv(k):
             i = k % 2
-            if st.copied_in[i] is not None:              # the GPU may still read this stage
+            if st.reading[i]:                            # the GPU may still read this stage
                 st.copied_in[i].synchronize()
-                st.copied_in[i] = None
+                st.reading[i] = False
             size = min(chunk, into.numel() - k * chunk)
             return comm.Irecv([st.recv_np[i][:size], BYTE], source, DATA_TAG)
 
@@ -118,9 +119,8 @@ class StagedTransport:
                 part = into[start:start + chunk]
                 if part.numel():
                     part.copy_(st.recv[i][:part.numel()], non_blocking=True)   # H2D, in order
-                    event = self.torch.cuda.Event()
-                    event.record()
-                    st.copied_in[i] = event
+                    st.copied_in[i].record()
+                    st.reading[i] = True
                 recv_reqs[i] = post_recv(k + 2) if k + 2 < n_in else None
         for req in send_reqs:
             if req is not None:
