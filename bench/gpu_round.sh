@@ -7,6 +7,7 @@
 #   (default: tests pack model train, in that order; dp-* run one rank per visible GPU)
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export MPITRAIN_PEER_BLOCKS=${MPITRAIN_PEER_BLOCKS:-128} MPITRAIN_DP_PEER_BLOCKS=${MPITRAIN_DP_PEER_BLOCKS:-32}
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 PY=${PY:-python3}
@@ -19,9 +20,9 @@ else
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/gpu.txt"
-$PY -m mpitrain.kernels.build --force 2>&1 | tail -2
+[ -n "${SKIP_BUILD:-}" ] || $PY -m mpitrain.kernels.build --force 2>&1 | tail -2
 NGPU=$(nvidia-smi -L | wc -l)
-MPIRUN="${MPIEXEC:-mpiexec} --allow-run-as-root --oversubscribe -x PYTHONPATH -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST -x NVSHMEM_DISABLE_NVLS"
+MPIRUN="${MPIEXEC:-mpiexec} --allow-run-as-root --oversubscribe -x PYTHONPATH -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST -x NVSHMEM_DISABLE_NVLS -x MPITRAIN_DP_PEER_BLOCKS"
 PYFULL=$(command -v $PY)
 
 steps=${*:-tests pack model train}
@@ -47,6 +48,21 @@ for step in $steps; do
                tests/mpi/test_collectives_cuda.py tests/mpi/test_data_parallel.py tests/mpi/test_zero.py 2>&1 \
                | grep -a -E "^E |passed|failed" | sort | uniq | head -8 | tee -a "$OUT/cuda-tests.txt"
            done; done ;;
+    peer-tests) for n in ${RANKS:-2}; do
+             echo "peer kernels, $n rank(s)" | tee -a "$OUT/peer-tests.txt"
+             MPITRAIN_TIMEOUT=60 timeout 400 $MPIRUN -n $n $PYFULL -m pytest -q -p no:cacheprovider \
+               --with-mpi --color=no -x tests/mpi/test_peer_kernels.py tests/mpi/test_collectives_cuda.py 2>&1 \
+               | grep -a -E "^E |passed|failed|skipped|rror" | sort | uniq | head -12 | tee -a "$OUT/peer-tests.txt"
+           done ;;
+    peer-algos) for blocks in ${BLOCKS:-128}; do for region in ${REGIONS:-256}; do
+             MPITRAIN_PEER_BLOCKS=$blocks MPITRAIN_PEER_REGION_MB=$region $MPIRUN -x MPITRAIN_PEER_BLOCKS \
+               -x MPITRAIN_PEER_REGION_MB -n $NGPU $PYFULL -m mpitrain.bench \
+               collectives --device cuda --impl mpitrain,nccl --ops all_reduce \
+               --sizes ${SIZES:-4K,64K,256K,1M,4M,16M,64M,256M,1G} \
+               --algorithms ${ALGS:-one_shot,two_shot,two_shot_push,auto} \
+               --repeats 3 --json "$OUT/peer-algos-$blocks-$region.json" 2>&1 | grep -v Warning \
+               | tee "$OUT/peer-algos-$blocks-$region.txt"
+           done; done ;;
     cuda-algos) $MPIRUN -n $NGPU $PYFULL -m mpitrain.bench collectives --device cuda \
              --impl mpitrain,nccl --ops all_reduce --sizes 4K,64K,1M,4M,16M,64M,256M \
              --algorithms all --repeats 3 --json "$OUT/cuda-algos.json" 2>&1 \
@@ -59,8 +75,12 @@ for step in $steps; do
              --impl mpitrain,nccl --ops reduce_scatter,all_gather,broadcast --sizes 64K,16M,256M \
              --algorithms auto --repeats 3 --json "$OUT/cuda-others.json" 2>&1 \
              | grep -v Warning | tee "$OUT/cuda-others.txt" ;;
-    dp-bench) $MPIRUN -n $NGPU $PYFULL -m mpitrain.bench train vit_b16 --precision bf16 \
+    dp-bench) $MPIRUN -x MPITRAIN_PEER_BLOCKS -n $NGPU $PYFULL -m mpitrain.bench train vit_b16 --precision bf16 \
              --batch-size $((64 * NGPU)) --impl mpitrain,ddp,local --rounds 3 --steps 10 \
              --json "$OUT/dp-bench-vit_b16.json" 2>&1 | grep -v Warning | tee "$OUT/dp-bench-vit_b16.txt" ;;
+    compile-bench) $MPIRUN -x MPITRAIN_PEER_BLOCKS -n $NGPU $PYFULL -m mpitrain.bench train vit_l16 \
+             --precision bf16 --batch-size $((64 * NGPU)) --impl mpitrain,ddp,local --compile \
+             --rounds ${ROUNDS:-1} --steps 20 --warmup 5 --json "$OUT/compile-bench-vit_l16${TAG:-}.json" 2>&1 \
+             | grep -v -i "warn" | tail -8 | tee "$OUT/compile-bench-vit_l16${TAG:-}.txt" ;;
   esac
 done

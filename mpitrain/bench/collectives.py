@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from ..comm import ALGORITHMS, init
+from ..comm.algorithms import PEER_ALGORITHMS
 from ..comm.dtypes import DTYPES
 
 OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "scatter", "gather")
@@ -123,8 +124,9 @@ def run(args):
     for op in ops:
         if op not in OPS:
             raise SystemExit(f"unknown op {op!r}; choose from {', '.join(OPS)}")
-        algs = ["auto", *ALGORITHMS[op]] if args.algorithms == "all" else [
-            a for a in args.algorithms.split(",") if a == "auto" or a in ALGORITHMS[op]]
+        known = [*ALGORITHMS[op], *(PEER_ALGORITHMS.get(op, {}) if args.device == "cuda" else ())]
+        algs = ["auto", *known] if args.algorithms == "all" else [
+            a for a in args.algorithms.split(",") if a == "auto" or a in known]
         variants = ([("mpitrain", a) for a in algs] if "mpitrain" in impls else []) + (
             [("mpi", "mpi")] if "mpi" in impls else []) + (
             [("nccl", "nccl")] if "nccl" in impls and args.device == "cuda" else [])

@@ -41,6 +41,10 @@ def add_arguments(p):
                    help="wire dtype of gradients (ddp: its bf16 compression hook)")
     p.add_argument("--img-size", type=int, default=0, help="input side (0: the variant's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile: ddp and local compile the whole model (DDP splits the "
+                        "graph at its buckets); mpitrain compiles each block, so gradients "
+                        "still arrive block by block for the overlapped all-reduce")
 
 
 def build(impl, cfg, world, device, args):
@@ -50,7 +54,7 @@ def build(impl, cfg, world, device, args):
     torch.manual_seed(0)
     model = VisionTransformer(cfg).to(device)
     if impl == "local":
-        return model, model, None
+        return (torch.compile(model) if args.compile else model), model, None
     if impl == "ddp":
         start_torch_distributed(world, device)
         from torch.nn.parallel import DistributedDataParallel
@@ -59,9 +63,11 @@ def build(impl, cfg, world, device, args):
         if args.grad_dtype == "bf16":
             from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
             ddp.register_comm_hook(None, default_hooks.bf16_compress_hook)
-        return ddp, model, None
+        return (torch.compile(ddp) if args.compile else ddp), model, None
     engine = apply_data_parallel(model, world, bucket_mb=args.bucket_mb, grad_dtype=args.grad_dtype,
                                  overlap=impl != "mpitrain-sync", naive=impl == "naive")
+    if args.compile:
+        model.compile_blocks()
     return model, model, engine
 
 
@@ -146,6 +152,7 @@ def run(args):
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "batch_size": args.batch_size, "precision": args.precision, "grad_dtype": args.grad_dtype,
             "bucket_mb": args.bucket_mb, "steps": args.steps, "rounds": args.rounds,
+            "compile": args.compile,
             "rows": rows, "rank": world.rank}
 
 
@@ -155,7 +162,8 @@ def show(report, args):
     print(f"# bench train: {report['model']} ({report['params'] / 1e6:.2f} M params), "
           f"{report['ranks']} ranks on {report['device']}, global batch {report['batch_size']}, "
           f"{report['precision']}, grads on the wire {report['grad_dtype']}, buckets "
-          f"{report['bucket_mb']:g} MB; median of {report['rounds']} rounds x {report['steps']} steps")
+          f"{report['bucket_mb']:g} MB{', compiled' if report.get('compile') else ''}; median of "
+          f"{report['rounds']} rounds x {report['steps']} steps")
     print(f"{'impl':>14} {'step ms':>9} {'img/s':>9} {'vs ddp':>7} {'final loss':>11}  rounds (ms)")
     for row in report["rows"]:
         vs = f"{row['vs_ddp']:.2f}x" if row["vs_ddp"] else "-"

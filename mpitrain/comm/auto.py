@@ -29,7 +29,19 @@ ALL_REDUCE_GPU_PAIR_BYTES = 64 << 20   # GPU buffers, 2 ranks: recursive doublin
 #  More than 2 GPUs: not measured yet, so the host thresholds apply.)
 
 
-def choose(collective, nbytes, size, gpu=False):
+PEER_ONE_SHOT_MAX_BYTES = 256 << 10   # GPU buffers with the peer kernels (comm/peer.py): one-shot
+# all-reduce up to this size, two-shot above. (A first guess from the traffic model: one-shot
+# reads (p - 1) x size per rank, two-shot 2 (p - 1)/p x size but meets the peers twice; to be
+# replaced by the measured crossover.)
+
+
+def choose(collective, nbytes, size, gpu=False, peer=False):
+    """peer: GPU buffers and the peer kernels can run (one GPU per rank over CUDA IPC)."""
+    if peer:
+        if collective == "all_reduce":
+            return "one_shot" if nbytes <= PEER_ONE_SHOT_MAX_BYTES else "two_shot_push"
+        if collective in ("reduce_scatter", "all_gather"):
+            return "peer"
     if collective == "all_reduce":
         if gpu and size == 2:
             return "recursive_doubling" if nbytes < ALL_REDUCE_GPU_PAIR_BYTES else "ring"

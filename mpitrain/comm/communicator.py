@@ -16,7 +16,7 @@ from ctypes import addressof, c_char
 import numpy as np
 
 from . import auto
-from .algorithms import ALGORITHMS
+from .algorithms import ALGORITHMS, PEER_ALGORITHMS, algorithm_for
 from .buffers import as_buffer
 from .context import Context, DeviceContext, DeviceScratchPool, ScratchPool
 from .errors import CollectiveError, CollectiveMismatchError
@@ -68,6 +68,8 @@ class Communicator:
         self._contexts = {}                  # (dtype, op, device) -> Context, built once
         self._device_pool = DeviceScratchPool()
         self._gpu_transport = None           # made when the first GPU buffer arrives
+        self._peer_lane = None               # all_reduce's GPU fast lane (comm/peer.py), or None
+        self.peer_blocks = None              # most thread blocks of a peer kernel (None: env/default)
         self._trace = None                   # the open Trace (world.trace()), or None
         self._calls = 0
 
@@ -88,13 +90,13 @@ class Communicator:
         open it around the same calls (it starts with a barrier)."""
         from .trace import Trace, TracingTransport
         trace = Trace(self, snapshots)
-        saved = self.transport, self._contexts, self._small
+        saved = self.transport, self._contexts, self._small, self._peer_lane
         self.transport = TracingTransport(self.transport, trace)
-        self._contexts, self._small, self._trace = {}, None, trace
+        self._contexts, self._small, self._peer_lane, self._trace = {}, None, None, trace
         try:
             yield trace
         finally:
-            self.transport, self._contexts, self._small = saved
+            self.transport, self._contexts, self._small, self._peer_lane = saved
             self._trace = None
             self._contexts = {}
 
@@ -129,10 +131,14 @@ class Communicator:
             done = self._small_all_reduce(buf, op)
             if done is not None:
                 return done
+        if algorithm == "auto" and self._peer_lane is not None and type(buf) is self._peer_lane.tensor:
+            done = self._peer_lane.all_reduce(buf, op)
+            if done is not None:
+                return done
         try:
             b = self._buffer(buf, "buf")
             self._check_op(op, b.dtype)
-            alg = self._algorithm("all_reduce", algorithm, b.nbytes, b.device >= 0)
+            alg = self._algorithm("all_reduce", algorithm, b.nbytes, b.device)
         except CollectiveError as exc:
             self._refuse("all_reduce", exc)
         if self.debug:
@@ -145,7 +151,7 @@ class Communicator:
                 ctx = self._context(b, combine_op(op))
                 if self._trace is not None:
                     self._trace.begin("all_reduce", self._calls, alg, [b.array])
-                ALGORITHMS["all_reduce"][alg](ctx, b.array)
+                algorithm_for("all_reduce", alg, b.device >= 0)(ctx, b.array)
                 if self._trace is not None:
                     self._trace.end()
                 if op == "avg":
@@ -225,11 +231,11 @@ class Communicator:
             self._check_op(op, s.dtype)
             self._check_input(s, sum(cs), "sum(counts)")
             r = self._output(recvbuf, s, cs[self.rank])
-            alg = self._algorithm("reduce_scatter", algorithm, s.dtype.itemsize * sum(cs))
+            alg = self._algorithm("reduce_scatter", algorithm, s.dtype.itemsize * sum(cs), s.device)
             sig = (("counts", cs), ("dtype", s.dtype.name), ("op", op))
 
             def run(ctx):
-                ALGORITHMS["reduce_scatter"][alg](ctx, s.array, r.array, cs)
+                algorithm_for("reduce_scatter", alg, s.device >= 0)(ctx, s.array, r.array, cs)
                 if op == "avg":
                     _divide(r, r.array[: cs[self.rank]], self.size)
             return alg, sig, s, run, [s, r]
@@ -247,9 +253,9 @@ class Communicator:
             s = self._buffer(sendbuf, "sendbuf")
             self._check_input(s, cs[self.rank], f"counts[{self.rank}]")
             r = self._output(recvbuf, s, sum(cs))
-            alg = self._algorithm("all_gather", algorithm, s.dtype.itemsize * sum(cs))
+            alg = self._algorithm("all_gather", algorithm, s.dtype.itemsize * sum(cs), s.device)
             sig = (("counts", cs), ("dtype", s.dtype.name))
-            return alg, sig, s, lambda ctx: ALGORITHMS["all_gather"][alg](
+            return alg, sig, s, lambda ctx: algorithm_for("all_gather", alg, s.device >= 0)(
                 ctx, s.array[: cs[self.rank]], r.array, cs), [s, r]
         self._collective("all_gather", plan)
         return recvbuf
@@ -370,10 +376,22 @@ class Communicator:
                         raise CollectiveError(self.rank, f"MPITRAIN_GPU_TRANSPORT=ipc, but CUDA "
                                                          f"IPC is unavailable: {exc}") from exc
             self._gpu_transport = transport or StagedTransport(self.comm, self.watchdog)
+            if transport is not None and transport.peer_reason is None:
+                workspace = transport.peer_workspace(self.peer_blocks)
+                if not self.debug:
+                    from .peer import PeerLane
+                    self._peer_lane = PeerLane(workspace, self.size, auto.PEER_ONE_SHOT_MAX_BYTES)
         if self._trace is not None:
             from .trace import TracingTransport
             return TracingTransport(self._gpu_transport, self._trace)
         return self._gpu_transport
+
+    def peer_kernels_reason(self, device):
+        """None when the GPU peer kernels (comm/peer.py) serve buffers on `device`, else why
+        not. Sets up the GPU transport on first use: every rank must call it together."""
+        transport = self.device_transport(device)
+        return getattr(transport, "peer_reason",
+                       f"the {transport.name} transport has no peer memory")
 
     def _agree(self, name, sig, error):
         """Debug mode: all ranks compare (collective, signature) through rank 0 before moving data.
@@ -439,12 +457,20 @@ class Communicator:
                                              f"non-negative integers, one per rank")
         return tuple(cs)
 
-    def _algorithm(self, collective, algorithm, nbytes, gpu=False):
+    def _algorithm(self, collective, algorithm, nbytes, device=-1):
+        """The algorithm to run: `algorithm`, checked, or auto's choice. GPU buffers (device >=
+        0) may also name the peer kernels, and auto picks them when they can run (the first GPU
+        call sets up the GPU transport, on every rank together)."""
+        gpu = device >= 0
         if algorithm == "auto":
-            return auto.choose(collective, nbytes, self.size, gpu)
-        if algorithm not in ALGORITHMS[collective]:
+            peer = gpu and self._trace is None and self.size > 1 and collective in PEER_ALGORITHMS \
+                and getattr(self.device_transport(device), "peer_reason", "none") is None
+            return auto.choose(collective, nbytes, self.size, gpu, peer)
+        if algorithm_for(collective, algorithm, gpu) is None:
+            names = ["auto", *ALGORITHMS[collective], *(PEER_ALGORITHMS.get(collective, {}) if gpu else ())]
             raise CollectiveError(self.rank, f"algorithm {algorithm!r} is not one of "
-                                             f"{', '.join(['auto', *ALGORITHMS[collective]])} for {collective}")
+                                             f"{', '.join(names)} for {collective}"
+                                             f"{'' if gpu else ' on host buffers'}")
         return algorithm
 
     def _check_same_dtype(self, a, b):

@@ -7,7 +7,7 @@ from mpi4py import MPI
 
 from .. import kernels
 from . import auto
-from .algorithms import ALGORITHMS
+from .algorithms import ALGORITHMS, PEER_ALGORITHMS
 from .transport import HostTransport
 
 
@@ -16,7 +16,8 @@ def main():
     print("mpi4py thread: ", {0: "single", 1: "funneled", 2: "serialized", 3: "multiple"}.get(
         MPI.Query_thread(), MPI.Query_thread()))
     print("transports:    ", HostTransport.name, "(host memory over MPI point-to-point);",
-          "mpi-staged (GPU memory through pinned host buffers, any MPI)")
+          "mpi-staged (GPU memory through pinned host buffers, any MPI);",
+          "cuda-ipc (GPU to GPU on one node, chosen when a test copy between every pair works)")
     print("kernels:       ", kernels.describe_backend())
     lane = kernels.compiled.mpi_lib()
     print("small all_reduce:", "C recursive doubling (csrc/mpi_small.c, built against this MPI)"
@@ -24,7 +25,9 @@ def main():
           "built against another MPI, or MPITRAIN_SMALL_ALLREDUCE=python)")
     print("algorithms:")
     for collective, algs in ALGORITHMS.items():
-        print(f"  {collective:15s} auto, {', '.join(algs)}")
+        peer = PEER_ALGORITHMS.get(collective, {})
+        print(f"  {collective:15s} auto, {', '.join(algs)}"
+              + (f"; GPU peer kernels: {', '.join(peer)}" if peer else ""))
     print("auto thresholds:")
     print(f"  all_reduce: recursive_doubling_c below {auto.ALL_REDUCE_SMALL_BYTES // 1024} KB, "
           f"rabenseifner below {auto.ALL_REDUCE_MEDIUM_BYTES // 1024} KB (powers of two > 2 ranks), "
@@ -32,6 +35,11 @@ def main():
     print(f"  broadcast:  scatter_all_gather from {auto.BROADCAST_LARGE_BYTES >> 20} MB with > 2 "
           f"ranks, else binomial")
     print(f"  reduce, gather: linear up to {auto.LINEAR_MAX_RANKS} ranks, else binomial")
+    print(f"  GPU, peer kernels (CUDA IPC, one GPU per rank): all_reduce one_shot up to "
+          f"{auto.PEER_ONE_SHOT_MAX_BYTES // 1024} KB, else two_shot; reduce_scatter, all_gather "
+          f"peer (ring beyond a workspace region)")
+    print(f"  GPU, 2 ranks without peer kernels: all_reduce recursive_doubling below "
+          f"{auto.ALL_REDUCE_GPU_PAIR_BYTES >> 20} MB, else ring")
 
 
 if __name__ == "__main__":

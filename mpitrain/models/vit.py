@@ -105,6 +105,16 @@ class VisionTransformer(nn.Module):
                 x = block(x)
         return self.norm(x)                                       # (B, N+1, D)
 
+    def compile_blocks(self):
+        """torch.compile each block on its own (regional compilation) instead of the whole model:
+        each block's backward is then its own compiled graph, so its gradients reach
+        post-accumulate-grad hooks as soon as it finishes, and the data-parallel engine
+        overlaps their all-reduce with the rest of backward. (One graph for the whole model
+        hands every gradient over at the very end.) Compiles one block's code once."""
+        for block in self.blocks:
+            block.compile()
+        return self
+
     def forward_head(self, x):
         return self.head(x[:, 0])                                 # (B, num_classes)
 

@@ -19,6 +19,7 @@ The path of one gradient (ARCHITECTURE.md):
      and unpacks every bucket into p.grad (float32 again when the wire was 16-bit).
 """
 import contextlib
+import os
 import time
 
 import torch
@@ -87,6 +88,9 @@ class DataParallel:
         self.find_unused = find_unused_parameters
         self.verbose = verbose
         self.comm = world.dup()                     # the thread's own message space
+        # GPU peer kernels run beside backward: fewer blocks leave SMs to the compute (vit_l16
+        # compiled on 2x H200: 67.7 ms a step with 128 blocks, 65.6 with 32, 67.1 with 16)
+        self.comm.peer_blocks = int(os.environ.get("MPITRAIN_DP_PEER_BLOCKS", "32"))
         self.overlap = overlap and _threads_allowed()
         self.thread = CommThread("mpitrain-dp") if self.overlap else None
         self.side_stream = None          # GPU: packs and unpacks

@@ -129,7 +129,9 @@ def train(cfg, world):
     model = VisionTransformer(mcfg, cfg.checkpoint_activations).to(device)
     dp, optimizer = make_parallel(cfg, model, world, device)
     zero = dp if isinstance(dp, Zero) else None
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = model
+    if cfg.compile:        # with other ranks: block by block, so gradients still come per block
+        step_model = model.compile_blocks() if world.size > 1 else torch.compile(model)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     per_rank_batch = cfg.micro_batch_size * cfg.grad_accum

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mpitrain.comm import ALGORITHMS
+from mpitrain.comm.algorithms import PEER_ALGORITHMS
 
 from oracles import all_agree, make_input, matches, reduce_reference
 
@@ -54,6 +55,14 @@ def counts_for(size):
     return sorted({0, 1, 2 * size + 1, 1003, 300_001})
 
 
+def skip_without_peer_kernels(world, algorithm, collective):
+    """The peer algorithms run only where the job has CUDA IPC and one GPU per rank."""
+    if algorithm in PEER_ALGORITHMS.get(collective, {}):
+        reason = world.peer_kernels_reason(torch.cuda.current_device())
+        if reason is not None:
+            pytest.skip(f"peer kernels unavailable: {reason}")
+
+
 def check(world, failures):
     ok, why = all_agree(world, not failures, str(failures[:5]))
     assert ok, why
@@ -61,8 +70,10 @@ def check(world, failures):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("algorithm", ["auto", *ALGORITHMS["all_reduce"]])
+@pytest.mark.parametrize("algorithm", ["auto", *ALGORITHMS["all_reduce"],
+                                       *PEER_ALGORITHMS["all_reduce"]])
 def test_all_reduce_on_gpu(world, algorithm, dtype, kind):
+    skip_without_peer_kernels(world, algorithm, "all_reduce")
     failures = []
     ops = ["sum", "max", "min", "prod"] + (["avg"] if dtype.startswith(("float", "bfloat")) else [])
     for op in ops:
@@ -106,18 +117,20 @@ def test_reduce_on_gpu(world, algorithm, dtype):
     check(world, failures)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_reduce_scatter_and_all_gather_on_gpu(world, dtype):
+@pytest.mark.parametrize("algorithm", ["auto", "ring", "peer"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int64", "uint8"])
+def test_reduce_scatter_and_all_gather_on_gpu(world, dtype, algorithm):
+    skip_without_peer_kernels(world, algorithm, "all_gather")
     failures = []
     for k in (0, 1, 5, 100_003):
         x = make_input(dtype, k * world.size, seed=world.rank + k)
         full = reduce_reference(world.mpi_comm.allgather(x), "sum", dtype, world.size)
         mine = to_gpu(np.zeros(k, dtype=x.dtype), dtype, "torch")
-        world.reduce_scatter(to_gpu(x, dtype, "torch"), mine)
+        world.reduce_scatter(to_gpu(x, dtype, "torch"), mine, algorithm=algorithm)
         if not matches(to_host(mine, dtype), full[world.rank * k:(world.rank + 1) * k], dtype, "sum"):
             failures.append(("reduce_scatter", k))
         gathered = to_gpu(np.zeros(k * world.size, dtype=x.dtype), dtype, "torch")
-        world.all_gather(mine, gathered)
+        world.all_gather(mine, gathered, algorithm=algorithm)
         if not matches(to_host(gathered, dtype), full, dtype, "sum"):
             failures.append(("all_gather", k))
     check(world, failures)

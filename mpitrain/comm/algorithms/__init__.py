@@ -8,10 +8,17 @@
     scatter         binomial, linear
     gather          binomial, linear
 
+GPU buffers only, over CUDA IPC with one GPU per rank (peer.py, comm/peer.py):
+
+    all_reduce      one_shot, two_shot
+    reduce_scatter  peer
+    all_gather      peer
+
 "auto" picks among them by message size and world size: see auto.py.
 """
 from .binomial import binomial_broadcast, binomial_gather, binomial_reduce, binomial_scatter
 from .linear import linear_broadcast, linear_gather, linear_reduce, linear_scatter
+from .peer import PEER_ALGORITHMS
 from .rabenseifner import rabenseifner_all_reduce
 from .recursive_doubling import recursive_doubling_all_reduce, recursive_doubling_c_all_reduce
 from .ring import ring_all_gather, ring_all_reduce, ring_reduce_scatter
@@ -35,3 +42,12 @@ ALGORITHMS = {
     "scatter": {"binomial": binomial_scatter, "linear": linear_scatter},
     "gather": {"binomial": binomial_gather, "linear": linear_gather},
 }
+
+
+def algorithm_for(collective, name, gpu):
+    """The function of algorithm `name` for `collective`, or None when there is no such
+    algorithm for this memory (the peer algorithms exist for GPU buffers only)."""
+    found = ALGORITHMS[collective].get(name)
+    if found is None and gpu:
+        found = PEER_ALGORITHMS.get(collective, {}).get(name)
+    return found

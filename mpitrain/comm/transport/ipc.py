@@ -53,6 +53,16 @@ class IpcTransport:
         self._note_out = {}          # peer -> reusable 144-byte buffer
         self._note_in = {}
         self._done_in = {}
+        self.peer_reason = "not probed"   # why the peer kernels cannot run here, or None
+        self._workspace = None
+
+    def peer_workspace(self, max_blocks=None):
+        """The peer kernels' workspace (comm/peer.py), made once (max_blocks: the most thread
+        blocks its kernels use; None: MPITRAIN_PEER_BLOCKS or the default)."""
+        if self._workspace is None:
+            from ..peer import PeerWorkspace
+            self._workspace = PeerWorkspace(self, self.watchdog.timeout_s, max_blocks)
+        return self._workspace
 
     # ------------------------------------------------------------------------------ plumbing
     def _call(self, rc):
@@ -193,4 +203,21 @@ class IpcTransport:
         reason = next((r for r in verdicts if r), None)
         if reason is not None:
             raise IpcUnavailable(reason)
+        transport.peer_reason = cls._peer_kernels_reason(comm, device)
         return transport
+
+    @staticmethod
+    def _peer_kernels_reason(comm, device):
+        """None when the peer kernels can run (one GPU per rank, at most 8 ranks, not turned
+        off), else why not; the same answer on every rank."""
+        import torch
+        from ..peer import MAX_RANKS, enabled_from_env
+        gpus = comm.allgather(str(torch.cuda.get_device_properties(device).uuid))
+        if not enabled_from_env():
+            return "MPITRAIN_PEER_KERNELS=0"
+        if len(gpus) > MAX_RANKS:
+            return f"{len(gpus)} ranks; the peer kernels take at most {MAX_RANKS}"
+        if len(set(gpus)) < len(gpus):
+            return (f"{len(gpus)} ranks share {len(set(gpus))} GPU(s); the peer kernels need one "
+                    f"GPU per rank")
+        return None

@@ -1,0 +1,225 @@
+"""Peer kernels: all-reduce, reduce-scatter and all-gather as one kernel that reads the other GPUs.
+
+The point-to-point algorithms move data in steps, and every step costs notes over MPI and a few
+CUDA calls (~50 us on 2x H200): fine for hundreds of MB, too much at 4 KB. Here each rank owns a
+workspace, mapped once into every peer (CUDA IPC), and one kernel per call does everything on
+the GPUs: copy the input into the workspace, meet the peers at a barrier of flags written in each
+other's memory, then read and reduce the peers' data directly over NVLink
+(csrc/cuda_peer.cu explains the kernel and why it needs no closing barrier).
+
+  one-shot all-reduce   every rank reduces the whole buffer, reading all p copies: one barrier,
+                        (p - 1) x size read over the links per rank: the small-message form;
+  two-shot all-reduce   reduce-scatter then all-gather inside one kernel: each rank reduces its
+                        1/p chunk, then reads the peers' reduced chunks; two barriers,
+                        2 (p - 1)/p x size per rank: the large-message form;
+  two-shot by pushing   the same exchange with every byte written into the peer's memory
+                        instead of read from it (NVLink writes need no round trip), and no
+                        copy of the input into the workspace: half a region per piece;
+  reduce-scatter, all-gather: one barrier each.
+
+A workspace's regions start at 1 MB and double as calls need, up to MPITRAIN_PEER_REGION_MB
+(256 MB: on 2x H200 1 GB all-reduced at 303 GB/s in 32 MB pieces, 329 in 128 MB pieces). A call
+larger than that is all-reduced in pieces; reduce-scatter and all-gather beyond it use the ring.
+
+Used when the CUDA IPC transport is up and every rank has its own GPU (ranks sharing a GPU
+would spin against each other's kernels), for up to 8 ranks. MPITRAIN_PEER_KERNELS=0 turns it
+off; MPITRAIN_PEER_BLOCKS sets the most thread blocks a kernel uses (default 128: on 2x H200
+128 blocks moved 1 GB at 277 GB/s one-shot against 268 with 64, bench/RESULTS.md).
+"""
+import ctypes
+import os
+
+from ..kernels.compiled import DTYPE_CODES, OP_CODES, check
+
+ONE_SHOT, TWO_SHOT, REDUCE_SCATTER, ALL_GATHER, TWO_SHOT_PUSH = range(5)
+MAX_RANKS = 8
+THREADS = 512                       # per block (MT_PEER_THREADS)
+MAX_BLOCKS = 128                    # MT_PEER_MAX_BLOCKS
+LINE = 128                          # two-shot chunks start on cache-line boundaries
+MIN_REGION = 1 << 20
+_U8 = DTYPE_CODES["uint8"]
+
+
+def enabled_from_env():
+    return os.environ.get("MPITRAIN_PEER_KERNELS", "1") not in ("0", "", "false", "no")
+
+
+def region_bytes_from_env():
+    mb = float(os.environ.get("MPITRAIN_PEER_REGION_MB", "256"))
+    nbytes = int(mb * (1 << 20)) // LINE * LINE
+    if nbytes <= 0:
+        raise ValueError(f"MPITRAIN_PEER_REGION_MB={mb:g}: must be positive")
+    return nbytes
+
+
+def max_blocks_from_env():
+    blocks = int(os.environ.get("MPITRAIN_PEER_BLOCKS", "128"))
+    if not 1 <= blocks <= MAX_BLOCKS:
+        raise ValueError(f"MPITRAIN_PEER_BLOCKS={blocks}: must be 1..{MAX_BLOCKS}")
+    return blocks
+
+
+def two_shot_bounds(count, size, itemsize):
+    """Where each rank's chunk starts, for the two-shot all-reduce: p nearly equal chunks whose
+    starts fall on cache lines (a line never straddles two ranks' chunks)."""
+    align = max(1, LINE // itemsize)
+    part = -(-count // size)
+    part = -(-part // align) * align
+    return [min(q * part, count) for q in range(size + 1)]
+
+
+class PeerWorkspace:
+    """This rank's workspace, every peer's mapped here, and the running count of barriers.
+
+    Built by IpcTransport.peer_workspace(), collectively (every rank at the same call)."""
+
+    def __init__(self, transport, timeout_s, max_blocks=None):
+        self.transport = transport
+        self.lib, self.comm = transport.lib, transport.comm
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.device = transport.device
+        self.max_region_bytes = region_bytes_from_env()
+        self.region_bytes = 0           # grown on demand (_ensure), up to max_region_bytes
+        self.max_blocks = int(max_blocks) if max_blocks else max_blocks_from_env()
+        if not 1 <= self.max_blocks <= MAX_BLOCKS:
+            raise ValueError(f"rank {self.rank}: peer kernel blocks {max_blocks}: must be 1..{MAX_BLOCKS}")
+        self.timeout_s = float(timeout_s)
+        self._own = None
+        self._mapped = []               # (peer, handle): the peers' workspaces opened here
+        self._bases = (ctypes.c_void_p * MAX_RANKS)()
+        self._bound = (ctypes.c_int64 * (MAX_RANKS + 1))()
+        self._epoch = 1                 # the flags start at 0; barrier k writes epoch k
+        self._region = 0
+        self._last_stream = None
+        event, _ = transport._own_event({}, "order")
+        self._order_event = event
+
+    def _ensure(self, nbytes):
+        """Regions of at least min(nbytes, the maximum) bytes. They start small and double as
+        calls need (a job that only all-reduces 4 KB keeps 2 MB, not 2 x 256). Every rank makes
+        the same calls, so every rank grows at the same call: finish all work on the old ones,
+        unmap, free, allocate, exchange the new handles, restart the barrier counters."""
+        want = min(max(nbytes, 1), self.max_region_bytes)
+        if want <= self.region_bytes:
+            return
+        region = MIN_REGION
+        while region < want:
+            region *= 2
+        region = min(region, self.max_region_bytes)
+        lib, comm, transport = self.lib, self.comm, self.transport
+        if self._own is not None:
+            check(lib, lib.mt_cuda_synchronize(self.device))
+            comm.Barrier()                            # no kernel anywhere touches the old ones
+            for peer, handle in self._mapped:
+                check(lib, lib.mt_ipc_close(transport._opened.pop((peer, handle)), self.device))
+            comm.Barrier()                            # unmapped everywhere before it is freed
+            check(lib, lib.mt_peer_workspace_free(self._own, self.device))
+            self._own = None
+        total = ctypes.c_int64()
+        check(lib, lib.mt_peer_workspace_bytes(region, ctypes.byref(total)))
+        own = ctypes.c_void_p()
+        check(lib, lib.mt_peer_workspace_alloc(self.device, total.value, ctypes.byref(own)))
+        self._own = own.value
+        handle, offset = transport._export(self._own)
+        assert offset == 0, "a workspace is its own allocation"
+        handles = comm.allgather(handle)
+        self._mapped = [(q, h) for q, h in enumerate(handles) if q != self.rank]
+        for q, h in enumerate(handles):
+            self._bases[q] = self._own if q == self.rank else transport._open(q, h)
+        self.region_bytes = region
+        self._epoch, self._region, self._last_stream = 1, 0, None
+
+    def _follow(self, stream):
+        """Kernels of this workspace must run one after another in call order on this GPU (a
+        kernel waits at its barrier for the peers' kernel of the same call): when a call comes
+        on another stream than the last, it first waits for the last one's work."""
+        last = self._last_stream
+        if last is not None and last != stream:
+            check(self.lib, self.lib.mt_event_record(self._order_event, self.device, last))
+            check(self.lib, self.lib.mt_stream_wait_event(stream, self.device, self._order_event))
+        self._last_stream = stream
+
+    def _run(self, mode, src, dst, bound, n, nbytes, dtype_code, op_code, stream):
+        for q, b in enumerate(bound):
+            self._bound[q] = b
+        blocks = min(self.max_blocks, max(1, -(-nbytes // (THREADS * 16))))
+        check(self.lib, self.lib.mt_peer_run(
+            mode, self._bases, self.rank, self.size, src, dst, self._bound, n, self._region,
+            self.region_bytes, self._epoch & 0xFFFFFFFF, blocks, dtype_code, op_code,
+            self.timeout_s, self.device, stream))
+        self._epoch += 2 if mode in (TWO_SHOT, TWO_SHOT_PUSH) else 1
+        self._region ^= 1
+
+    # ------------------------------------------------------------------------ the collectives
+    def all_reduce(self, src, dst, count, itemsize, dtype, op, mode, stream):
+        """dst[:count] = the reduction of every rank's src[:count] (src may be dst). dtype and
+        op are names (float32, sum); mode ONE_SHOT, TWO_SHOT or TWO_SHOT_PUSH. Pieces that fit a
+        region, one kernel each."""
+        dtype_code, op_code = DTYPE_CODES[dtype], OP_CODES[op]
+        push = mode == TWO_SHOT_PUSH          # p slots of piece/p plus piece results: 2 x piece
+        unit = self.size * max(1, LINE // itemsize)
+        self._ensure((2 if push else 1) * (-(-count // unit) * unit) * itemsize)
+        self._follow(stream)
+        elements = self.region_bytes // itemsize
+        piece = (elements // 2 if push else elements) // unit * unit
+        for start in range(0, count, piece):
+            n = min(piece, count - start)
+            bound = (two_shot_bounds(n, self.size, itemsize) if mode != ONE_SHOT
+                     else [0] * self.size + [n])
+            self._run(mode, src + start * itemsize, dst + start * itemsize, bound, n,
+                      n * itemsize, dtype_code, op_code, stream)
+
+    def fits(self, nbytes):
+        return nbytes <= self.max_region_bytes
+
+    def reduce_scatter(self, src, dst, counts, itemsize, dtype, op, stream):
+        """dst[:counts[rank]] = the reduction of every rank's block `rank` of src (blocks in
+        rank order, counts[q] elements each). The whole of src must fit a region."""
+        bound = [sum(counts[:q]) for q in range(self.size + 1)]
+        self._ensure(bound[-1] * itemsize)
+        self._follow(stream)
+        self._run(REDUCE_SCATTER, src, dst, bound, bound[-1], bound[-1] * itemsize,
+                  DTYPE_CODES[dtype], OP_CODES[op], stream)
+
+    def all_gather(self, src, dst, counts, itemsize, stream):
+        """Every rank's src (counts[q] elements) lands in dst in rank order; moved as bytes."""
+        bound = [sum(counts[:q]) * itemsize for q in range(self.size + 1)]
+        self._ensure(max(counts) * itemsize)
+        self._follow(stream)
+        mine = counts[self.rank] * itemsize
+        self._run(ALL_GATHER, src, dst, bound, mine, bound[-1], _U8, OP_CODES["sum"], stream)
+
+
+class PeerLane:
+    """all_reduce's fast lane for GPU tensors: a contiguous torch CUDA tensor on this
+    workspace's GPU goes straight to the kernel, past the general path's layers (which cost more
+    than the kernel itself at 4 KB). The same kernel auto would pick; None when it does not
+    apply, and the general path runs."""
+
+    def __init__(self, workspace, size, one_shot_max_bytes):
+        import torch
+        self.tensor = torch.Tensor
+        self.workspace = workspace
+        self.size = size
+        self.one_shot_max_bytes = one_shot_max_bytes
+        self._stream = torch._C._cuda_getCurrentRawStream
+        self._dtypes = {getattr(torch, name): name for name in DTYPE_CODES}
+        self._ops = {"sum", "max", "min", "prod", "avg"}
+
+    def all_reduce(self, t, op):
+        name = self._dtypes.get(t.dtype)
+        ws = self.workspace
+        if (name is None or op not in self._ops or not t.is_cuda or t.get_device() != ws.device
+                or not t.is_contiguous()):
+            return None
+        count = t.numel()
+        if count == 0 or (op == "avg" and not t.is_floating_point()):
+            return None
+        itemsize = t.element_size()
+        ptr = t.data_ptr()
+        ws.all_reduce(ptr, ptr, count, itemsize, name, "sum" if op == "avg" else op,
+                      ONE_SHOT if count * itemsize <= self.one_shot_max_bytes else TWO_SHOT_PUSH,
+                      self._stream(ws.device))
+        if op == "avg":
+            t.div_(self.size)
+        return t

@@ -1,0 +1,187 @@
+"""The GPU peer kernels (comm/peer.py, csrc/cuda_peer.cu) beyond the per-collective sweep of
+test_collectives_cuda.py: pieces larger than a workspace region, many calls in a row (the
+regions alternate and the barrier counters run on), calls alternating between streams, uneven
+counts, in-place and overlapping buffers, and the fast lane. Oracles: MPI's allgather + numpy.
+
+Skips without a GPU, and where the peer kernels cannot run (one GPU per rank over CUDA IPC).
+    mpiexec -n 2 python -m pytest --with-mpi tests/mpi/test_peer_kernels.py
+"""
+import os
+
+import numpy as np
+import pytest
+
+from mpitrain.comm import auto
+
+from oracles import all_agree, make_input, matches, reduce_reference
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.mpi,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.fixture(autouse=True)
+def peer_world(world):
+    torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
+    reason = world.peer_kernels_reason(torch.cuda.current_device())
+    if reason is not None:
+        pytest.skip(f"peer kernels unavailable: {reason}")
+    return world
+
+
+@pytest.fixture(scope="module")
+def small_region_world(world):
+    """A communicator whose workspace regions hold 64 KB, so modest calls need many pieces."""
+    torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
+    os.environ["MPITRAIN_PEER_REGION_MB"] = "0.0625"
+    try:
+        comm = world.dup()
+        reason = comm.peer_kernels_reason(torch.cuda.current_device())
+        if reason is not None:
+            pytest.skip(f"peer kernels unavailable: {reason}")
+        comm.all_reduce(torch.zeros(8, device="cuda"), algorithm="one_shot")   # makes the workspace
+    finally:
+        del os.environ["MPITRAIN_PEER_REGION_MB"]
+    return comm
+
+
+def gpu(array):
+    return torch.from_numpy(array.copy()).cuda()
+
+
+def verdict(world, failures):
+    ok, why = all_agree(world, not failures, str(failures[:5]))
+    assert ok, why
+
+
+@pytest.mark.parametrize("algorithm", ["one_shot", "two_shot", "two_shot_push"])
+def test_all_reduce_in_many_pieces(small_region_world, algorithm):
+    world = small_region_world
+    failures = []
+    for count in (16_384, 16_385, 100_003, 1_000_000):          # 64 KB of float32 per piece
+        x = make_input("float32", count, seed=world.rank * 3 + count)
+        expected = reduce_reference(world.mpi_comm.allgather(x), "sum", "float32", world.size)
+        g = gpu(x)
+        world.all_reduce(g, algorithm=algorithm)
+        if not matches(g.cpu().numpy(), expected, "float32", "sum"):
+            failures.append(count)
+    verdict(world, failures)
+
+
+def test_reduce_scatter_and_all_gather_beyond_a_region_fall_back_to_the_ring(small_region_world):
+    world = small_region_world
+    k = 20_000                                                  # 80 KB per rank > 64 KB
+    x = make_input("float32", k * world.size, seed=world.rank)
+    full = reduce_reference(world.mpi_comm.allgather(x), "sum", "float32", world.size)
+    mine = torch.zeros(k, device="cuda")
+    world.reduce_scatter(gpu(x), mine, algorithm="peer")
+    out = torch.zeros(k * world.size, device="cuda")
+    world.all_gather(mine, out, algorithm="peer")
+    ok = matches(out.cpu().numpy(), full, "float32", "sum")
+    verdict(world, [] if ok else ["mismatch"])
+
+
+def test_many_calls_in_a_row_of_changing_sizes(peer_world):
+    """Hundreds of calls, sizes and algorithms changing every call, nothing synchronised in
+    between: exercises the alternating regions and the barrier counters."""
+    world = peer_world
+    rng = np.random.default_rng(1234)                          # the same sequence on every rank
+    plan = [(int(rng.integers(1, 300_000)), ("one_shot", "two_shot", "two_shot_push", "auto")[i % 4])
+            for i in range(200)]
+    inputs, outputs = [], []
+    for i, (count, algorithm) in enumerate(plan):
+        x = make_input("float32", count, seed=world.rank * 100_003 + i)
+        g = gpu(x)
+        world.all_reduce(g, algorithm=algorithm)
+        inputs.append(x)
+        outputs.append(g)
+    failures = []
+    for i, x in enumerate(inputs):
+        expected = reduce_reference(world.mpi_comm.allgather(x), "sum", "float32", world.size)
+        if not matches(outputs[i].cpu().numpy(), expected, "float32", "sum"):
+            failures.append(i)
+    verdict(world, failures)
+
+
+def test_calls_alternating_between_streams_keep_their_order(peer_world):
+    """Consecutive calls on two streams, one of them held up by a sleep: the workspace orders
+    its kernels itself (a kernel waits for its peers, so two may never run out of call order)."""
+    world = peer_world
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+    bufs = [torch.full((1 << 18,), float(world.rank + 1 + i), device="cuda") for i in range(20)]
+    torch.cuda.synchronize()
+    for i, x in enumerate(bufs):
+        with torch.cuda.stream(streams[i % 2]):
+            if i % 5 == 0:
+                torch.cuda._sleep(2_000_000)
+            world.all_reduce(x, algorithm=("one_shot", "two_shot", "two_shot_push")[i % 3])
+    torch.cuda.synchronize()
+    failures = [i for i, x in enumerate(bufs)
+                if not bool((x == sum(r + 1 + i for r in range(world.size))).all())]
+    verdict(world, failures)
+
+
+def test_uneven_counts_in_place_and_overlapping(peer_world):
+    world = peer_world
+    p, r = world.size, world.rank
+    counts = [3 + 7 * q for q in range(p)]                      # uneven, not multiples of 16 bytes
+    total = sum(counts)
+    start = sum(counts[:r])
+    failures = []
+    x = make_input("int32", total, seed=r + 5)
+    full = reduce_reference(world.mpi_comm.allgather(x), "sum", "int32", p)
+    mine = torch.zeros(counts[r], dtype=torch.int32, device="cuda")
+    world.reduce_scatter_v(gpu(x), mine, counts, algorithm="peer")
+    if not np.array_equal(mine.cpu().numpy(), full[start:start + counts[r]]):
+        failures.append("reduce_scatter_v")
+    # the output overlaps the input: it is the input's first block
+    buf = gpu(x)
+    world.reduce_scatter_v(buf, buf[:counts[r]], counts, algorithm="peer")
+    if not np.array_equal(buf[:counts[r]].cpu().numpy(), full[start:start + counts[r]]):
+        failures.append("reduce_scatter_v overlapping")
+    # all_gather_v in place: this rank's block of the output is the input
+    out = torch.zeros(total, dtype=torch.int32, device="cuda")
+    out[start:start + counts[r]] = torch.from_numpy(full[start:start + counts[r]]).cuda()
+    world.all_gather_v(out[start:start + counts[r]], out, counts, algorithm="peer")
+    if not np.array_equal(out.cpu().numpy(), full):
+        failures.append("all_gather_v in place")
+    verdict(world, failures)
+
+
+def test_the_fast_lane_matches_the_general_path(peer_world):
+    """auto on a plain CUDA tensor takes the lane; a CuPy-free, non-lane path (explicit
+    algorithm) gives the same bits; avg divides; a non-contiguous tensor is still refused."""
+    from mpitrain.comm import CollectiveError
+    world = peer_world
+    failures = []
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.int64):
+        for count in (1, 1000, 65_536, 3_000_001):
+            base = torch.randint(-8, 9, (count,), generator=torch.Generator().manual_seed(
+                world.rank * 31 + count)).to(dtype)
+            lane = base.cuda()
+            world.all_reduce(lane)
+            general = base.cuda()
+            alg = auto.choose("all_reduce", count * lane.element_size(), world.size, True, True)
+            world.all_reduce(general, algorithm=alg)
+            if not torch.equal(lane, general):
+                failures.append((str(dtype), count))
+    avg = torch.full((4096,), float(world.rank), device="cuda")
+    world.all_reduce(avg, op="avg")
+    if not bool((avg == (world.size - 1) / 2).all()):
+        failures.append("avg")
+    verdict(world, failures)
+    with pytest.raises(CollectiveError, match=f"rank {world.rank}: buf is not contiguous"):
+        world.all_reduce(torch.zeros(8, 8, device="cuda").t())
+
+
+def test_every_rank_gets_the_same_bits(peer_world):
+    """Floating sums are taken in rank order on every rank: data parallelism relies on it."""
+    world = peer_world
+    failures = []
+    for alg, count in (("one_shot", 10_001), ("two_shot", 1_000_003), ("two_shot_push", 1_000_003)):
+        x = torch.randn(count, generator=torch.Generator().manual_seed(world.rank)).cuda()
+        world.all_reduce(x, algorithm=alg)
+        digest = float(x.double().mul(torch.arange(count, device="cuda").double().sin()).sum())
+        if len(set(world.mpi_comm.allgather(digest))) != 1:
+            failures.append(alg)
+    verdict(world, failures)
