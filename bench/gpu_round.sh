@@ -45,7 +45,8 @@ for step in $steps; do
              echo "MPITRAIN_GPU_TRANSPORT=$t, $n rank(s)" | tee -a "$OUT/cuda-tests.txt"
              MPITRAIN_GPU_TRANSPORT=$t MPITRAIN_TIMEOUT=120 timeout 300 $MPIRUN -x MPITRAIN_GPU_TRANSPORT \
                -n $n $PYFULL -m pytest -q -p no:cacheprovider --with-mpi --color=no \
-               tests/mpi/test_collectives_cuda.py tests/mpi/test_data_parallel.py tests/mpi/test_zero.py 2>&1 \
+               tests/mpi/test_collectives_cuda.py tests/mpi/test_data_parallel.py tests/mpi/test_zero.py \
+               tests/mpi/test_hierarchical.py tests/mpi/test_memory.py 2>&1 \
                | grep -a -E "^E |passed|failed" | sort | uniq | head -8 | tee -a "$OUT/cuda-tests.txt"
            done; done ;;
     peer-tests) for n in ${RANKS:-2}; do
@@ -82,5 +83,10 @@ for step in $steps; do
              --precision bf16 --batch-size $((64 * NGPU)) --impl mpitrain,ddp,local --compile \
              --rounds ${ROUNDS:-1} --steps 20 --warmup 5 --json "$OUT/compile-bench-vit_l16${TAG:-}.json" 2>&1 \
              | grep -v -i "warn" | tail -8 | tee "$OUT/compile-bench-vit_l16${TAG:-}.txt" ;;
+    memory) for par in dp zero1 zero2; do
+             $MPIRUN -n $NGPU $PYFULL -m mpitrain.train vit_l16 --data synthetic --precision bf16 \
+               --batch-size $((64 * NGPU)) --steps 3 --parallel $par --memory-report --no-progress 2>&1 \
+               | grep -v -i warn | tee -a "$OUT/memory-vit_l16.txt"
+           done ;;
   esac
 done

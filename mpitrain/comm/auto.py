@@ -29,6 +29,12 @@ ALL_REDUCE_GPU_PAIR_BYTES = 64 << 20   # GPU buffers, 2 ranks: recursive doublin
 #  More than 2 GPUs: not measured yet, so the host thresholds apply.)
 
 
+HIERARCHICAL_MIN_BYTES = 1 << 20    # ranks on several nodes, the same number on each: at and
+# above, reduce-scatter in the node, all-reduce across nodes, all-gather in the node
+# (comm/hierarchical.py); below, one algorithm over all ranks (latency-bound: fewest steps).
+# Not measured across real nodes (no multi-node machine here): the size where bandwidth starts
+# to matter on the host path (rabenseifner -> ring) is the first guess.
+
 PEER_ONE_SHOT_MAX_BYTES = 256 << 10   # GPU buffers with the peer kernels (comm/peer.py): one-shot
 # all-reduce up to this size, two-shot above. (A first guess from the traffic model: one-shot
 # reads (p - 1) x size per rank, two-shot 2 (p - 1)/p x size but meets the peers twice; to be

@@ -69,6 +69,7 @@ class Communicator:
         self._device_pool = DeviceScratchPool()
         self._gpu_transport = None           # made when the first GPU buffer arrives
         self._peer_lane = None               # all_reduce's GPU fast lane (comm/peer.py), or None
+        self._levels = None                  # node and cross-node communicators (hierarchical.py)
         self.peer_blocks = None              # most thread blocks of a peer kernel (None: env/default)
         self._trace = None                   # the open Trace (world.trace()), or None
         self._calls = 0
@@ -144,6 +145,14 @@ class Communicator:
         if self.debug:
             self._agree_or_raise("all_reduce", (("count", b.count), ("dtype", b.dtype.name),
                                                 ("op", op), ("algorithm", alg)))
+        if alg == "hierarchical":
+            from .hierarchical import hierarchical_all_reduce
+            # the user's own object, flat (its checks passed above): the levels check it again,
+            # and bfloat16 host memory is only a bfloat16 there (b.array holds its raw bits)
+            hierarchical_all_reduce(self.levels(), buf.reshape(-1), combine_op(op))
+            if op == "avg":
+                _divide(b, b.array, self.size)
+            return buf
         self._calls += 1
         self.watchdog.begin(("all_reduce", self._calls, alg))
         try:
@@ -386,6 +395,21 @@ class Communicator:
             return TracingTransport(self._gpu_transport, self._trace)
         return self._gpu_transport
 
+    def levels(self):
+        """The node and cross-node communicators of the hierarchical all-reduce, made at the
+        first call that needs them (every rank together)."""
+        if self._levels is None:
+            from .hierarchical import Levels
+            self._levels = Levels(self)
+        return self._levels
+
+    def _spans_nodes_evenly(self):
+        """Ranks on several nodes, more than one and the same number on each: where auto goes
+        hierarchical. (With one rank per node there is nothing to do inside a node; the
+        cross-node level itself is such a communicator, so this also ends the recursion.)"""
+        return (self.num_nodes > 1 and self.local_size > 1 and self._trace is None
+                and self.levels().reason is None)
+
     def peer_kernels_reason(self, device):
         """None when the GPU peer kernels (comm/peer.py) serve buffers on `device`, else why
         not. Sets up the GPU transport on first use: every rank must call it together."""
@@ -463,11 +487,17 @@ class Communicator:
         call sets up the GPU transport, on every rank together)."""
         gpu = device >= 0
         if algorithm == "auto":
+            if (collective == "all_reduce" and nbytes >= auto.HIERARCHICAL_MIN_BYTES
+                    and self._spans_nodes_evenly()):
+                return "hierarchical"
             peer = gpu and self._trace is None and self.size > 1 and collective in PEER_ALGORITHMS \
                 and getattr(self.device_transport(device), "peer_reason", "none") is None
             return auto.choose(collective, nbytes, self.size, gpu, peer)
+        if collective == "all_reduce" and algorithm == "hierarchical":
+            return algorithm
         if algorithm_for(collective, algorithm, gpu) is None:
-            names = ["auto", *ALGORITHMS[collective], *(PEER_ALGORITHMS.get(collective, {}) if gpu else ())]
+            names = ["auto", *ALGORITHMS[collective], *(["hierarchical"] if collective == "all_reduce" else []),
+                     *(PEER_ALGORITHMS.get(collective, {}) if gpu else ())]
             raise CollectiveError(self.rank, f"algorithm {algorithm!r} is not one of "
                                              f"{', '.join(names)} for {collective}"
                                              f"{'' if gpu else ' on host buffers'}")

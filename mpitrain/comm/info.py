@@ -26,7 +26,8 @@ def main():
     print("algorithms:")
     for collective, algs in ALGORITHMS.items():
         peer = PEER_ALGORITHMS.get(collective, {})
-        print(f"  {collective:15s} auto, {', '.join(algs)}"
+        extra = ", hierarchical" if collective == "all_reduce" else ""
+        print(f"  {collective:15s} auto, {', '.join(algs)}{extra}"
               + (f"; GPU peer kernels: {', '.join(peer)}" if peer else ""))
     print("auto thresholds:")
     print(f"  all_reduce: recursive_doubling_c below {auto.ALL_REDUCE_SMALL_BYTES // 1024} KB, "
@@ -38,6 +39,8 @@ def main():
     print(f"  GPU, peer kernels (CUDA IPC, one GPU per rank): all_reduce one_shot up to "
           f"{auto.PEER_ONE_SHOT_MAX_BYTES // 1024} KB, else two_shot; reduce_scatter, all_gather "
           f"peer (ring beyond a workspace region)")
+    print(f"  all_reduce with ranks on several nodes (the same number on each): hierarchical "
+          f"from {auto.HIERARCHICAL_MIN_BYTES >> 20} MB")
     print(f"  GPU, 2 ranks without peer kernels: all_reduce recursive_doubling below "
           f"{auto.ALL_REDUCE_GPU_PAIR_BYTES >> 20} MB, else ring")
 

@@ -63,7 +63,33 @@ class FlatGroup:
         return counts, max(start, lo) - lo
 
 
-class Zero:
+class ShardedGradients:
+    """What the stages share: the accumulation switch and one reused packing buffer."""
+
+    _sync = True
+    _bucket_buffer = None
+
+    def _scratch(self, count, device):
+        """One reused buffer for the gradients being reduce-scattered (one bucket or unit at a
+        time, inline), zeroed where the padding between slots must contribute nothing."""
+        if self._bucket_buffer is None or self._bucket_buffer.numel() < count:
+            self._bucket_buffer = torch.zeros(count, dtype=torch.float32, device=device)
+        flat = self._bucket_buffer[:count]
+        flat.zero_()
+        return flat
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Gradient accumulation: backwards inside keep accumulating in .grad; the next one
+        outside reduces the sum."""
+        previous, self._sync = self._sync, False
+        try:
+            yield
+        finally:
+            self._sync = previous
+
+
+class Zero(ShardedGradients):
     def __init__(self, model, world, make_optimizer, stage=1, groups=None, bucket_mb=25.0):
         if stage not in (1, 2):
             raise ValueError(f"ZeRO stage {stage}: stages 1 and 2 are built (3 is not yet)")
@@ -107,15 +133,6 @@ class Zero:
                     self._bucket_of[id(p)] = bucket
                     self._hooks.append(p.register_post_accumulate_grad_hook(self._grad_ready))
 
-    def _scratch(self, count, device):
-        """One reused buffer for the bucket being reduce-scattered (stage 2 reduces one bucket
-        at a time, inline), zeroed where the padding between slots must contribute nothing."""
-        if self._bucket_buffer is None or self._bucket_buffer.numel() < count:
-            self._bucket_buffer = torch.zeros(count, dtype=torch.float32, device=device)
-        flat = self._bucket_buffer[:count]
-        flat.zero_()
-        return flat
-
     def _grad_ready(self, param):
         if not self._sync:
             return
@@ -139,15 +156,6 @@ class Zero:
             p.grad = None                   # the gradient memory this rank does not own
 
     # --------------------------------------------------------------------------- the step
-    @contextlib.contextmanager
-    def no_sync(self):
-        """Gradient accumulation: backwards inside keep accumulating in .grad."""
-        previous, self._sync = self._sync, False
-        try:
-            yield
-        finally:
-            self._sync = previous
-
     def synchronize(self):
         """Stage 1: reduce-scatter the whole gradient now (stage 2 did it during backward, and
         here checks that every bucket was reduced: a parameter without a gradient would leave

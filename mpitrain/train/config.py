@@ -39,18 +39,21 @@ class TrainConfig:
     log_every: int = 10              # steps between progress / JSON lines
     log_jsonl: str = ""              # write metrics as JSON lines here (rank 0)
     device: str = "auto"             # auto (the local rank's GPU if any, else CPU) | cpu | cuda
-    parallel: str = "dp"             # dp (bucketed, overlapped) | dp-naive (per-parameter, after backward) | zero1 | zero2
+    parallel: str = "dp"             # dp (bucketed, overlapped) | dp-naive (per-parameter, after backward) | zero1 | zero2 | zero3
     bucket_mb: float = 25.0          # dp: gradient bucket cap in MB (one bucket per parameter when tiny)
     first_bucket_mb: float = 1.0     # dp: cap of the first bucket (the last layers), sent earliest
     grad_dtype: str = "fp32"         # dp: gradients on the wire: fp32 | bf16 | fp16 (averaged, cast back)
     find_unused_parameters: bool = False   # dp: parameters without a gradient count as zero (else an error)
     no_overlap: bool = False         # dp: all-reduce each bucket on the main thread (no communication thread)
     verbose: bool = False            # print the data-parallel bucket plan and per-step wait time
+    zero3_window: int = 1            # zero3: blocks gathered ahead of the one computing (0: none)
+    zero3_keep_between: bool = False   # zero3: keep each block gathered from its forward to its backward
     checkpoint_dir: str = ""         # save checkpoints here (each rank its shard; any world size resumes)
     checkpoint_every: int = 0        # steps between checkpoints (0: only at the end)
     checkpoint_keep: int = 3         # newest checkpoints kept; older ones are deleted
     resume: bool = False             # continue from the newest valid checkpoint in checkpoint_dir
     stop_at_step: int = 0            # stop after this step, as if interrupted (job time limits, tests)
+    memory_report: bool = False      # print each rank's predicted and measured peak memory after step 2
     peak_tflops: float = 0.0         # one device's peak for MFU (0: measured by a matmul at start)
     progress: bool = True            # rank 0's progress bar
 
@@ -64,8 +67,14 @@ class TrainConfig:
             raise ConfigError(f"--optimizer {self.optimizer}: choose adamw or sgd")
         if self.parallel not in PARALLEL:
             raise ConfigError(f"--parallel {self.parallel}: choose from {', '.join(PARALLEL)}")
-        if self.parallel == "zero3":
-            raise ConfigError("--parallel zero3 is not built yet; zero1, zero2 and dp are")
+        if self.parallel == "zero3" and (self.checkpoint_dir or self.resume):
+            raise ConfigError("--parallel zero3 with --checkpoint-dir: stage-3 checkpoints are "
+                              "not built yet (zero1, zero2 and dp save and resume)")
+        if self.parallel == "zero3" and self.compile:
+            raise ConfigError("--parallel zero3 with --compile: not built yet (the gather hooks "
+                              "run in eager mode)")
+        if self.zero3_window < 0:
+            raise ConfigError(f"--zero3-window must be >= 0, got {self.zero3_window}")
         if self.parallel.startswith("zero") and self.precision == "fp16":
             raise ConfigError(f"--parallel {self.parallel} with --precision fp16: loss scaling "
                               f"over sharded gradients is not built; use bf16 or fp32")

@@ -20,7 +20,8 @@ from ..comm.world import cores_per_rank
 from ..data import ShardedSampler, load_dataset
 from ..data.sampler import eval_indices
 from ..models import VARIANTS, VisionTransformer, ViTConfig
-from ..parallel import SingleRank, Zero, apply_data_parallel, apply_zero
+from ..parallel import (SingleRank, Zero, Zero3, apply_data_parallel, apply_zero, apply_zero3,
+                        memory)
 from .config import ConfigError
 from .metrics import JsonLines, Progress, measure_matmul_tflops
 
@@ -70,6 +71,11 @@ def make_parallel(cfg, model, world, device):
     """(engine, optimizer): data parallel (bucketed or naive) with a full optimizer, or ZeRO
     with an optimizer over this rank's shard; one rank alone needs no engine."""
     groups = param_groups(cfg, model)
+    if cfg.parallel == "zero3":
+        zero = apply_zero3(model, world, lambda shard_groups: make_optimizer(cfg, shard_groups, device),
+                           units=model.blocks, groups=groups, window=cfg.zero3_window,
+                           keep_between=cfg.zero3_keep_between)
+        return zero, zero.optimizer
     if cfg.parallel.startswith("zero"):
         zero = apply_zero(model, world, lambda shard_groups: make_optimizer(cfg, shard_groups, device),
                           stage=int(cfg.parallel[-1]), groups=groups, bucket_mb=cfg.bucket_mb)
@@ -79,6 +85,31 @@ def make_parallel(cfg, model, world, device):
         cfg.find_unused_parameters, overlap=not cfg.no_overlap, verbose=cfg.verbose,
         naive=cfg.parallel == "dp-naive")
     return dp, make_optimizer(cfg, groups, device)
+
+
+def memory_report(cfg, mcfg, world, device, rss_before_model, measure):
+    """--memory-report: after step 1 start a fresh peak (the optimizer state exists from then
+    on); after step 2 print, for every rank, the accountant's prediction beside the measured
+    peak of that step (parallel/memory.py)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        if not measure:
+            torch.cuda.reset_peak_memory_stats(device)
+            return
+        measured, how = torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated, step 2"
+    else:
+        if not measure:
+            return
+        measured = memory.peak_rss_bytes() - rss_before_model
+        how = "peak RSS minus RSS before the model (CPU: rough)"
+    parallel = cfg.parallel if world.size > 1 else "dp"
+    items, peak = memory.predict(mcfg, parallel, world.size, cfg.micro_batch_size, cfg.precision,
+                                 cfg.optimizer, cfg.grad_dtype, cfg.bucket_mb,
+                                 cfg.checkpoint_activations, cfg.zero3_window,
+                                 cfg.zero3_keep_between)
+    text = memory.report(items, peak, measured, how, world.rank, parallel, world.size)
+    for t in world.mpi_comm.gather(text, root=0) or []:
+        world.print0(t)
 
 
 def evaluate(model, data, world, device, img_size, precision):
@@ -126,9 +157,10 @@ def train(cfg, world):
     mcfg = ViTConfig.named(cfg.model, **overrides)
 
     torch.manual_seed(cfg.seed)
+    rss_before_model = memory.rss_bytes()
     model = VisionTransformer(mcfg, cfg.checkpoint_activations).to(device)
     dp, optimizer = make_parallel(cfg, model, world, device)
-    zero = dp if isinstance(dp, Zero) else None
+    zero = dp if isinstance(dp, (Zero, Zero3)) else None
     step_model = model
     if cfg.compile:        # with other ranks: block by block, so gradients still come per block
         step_model = model.compile_blocks() if world.size > 1 else torch.compile(model)
@@ -203,6 +235,8 @@ def train(cfg, world):
             loss_sum[0] = float(local_loss)                  # the step's one host sync
             world.all_reduce(loss_sum, op="avg")
             step += 1
+            if cfg.memory_report and step in (1, min(2, stop)):
+                memory_report(cfg, mcfg, world, device, rss_before_model, measure=step == min(2, stop))
             window_steps += 1
             if not math.isfinite(loss_sum[0]):
                 raise TrainingError(f"loss is {loss_sum[0]} at step {step} (epoch {epoch}); "

@@ -41,6 +41,17 @@ def test_lab3_ring_steps_and_pictures(tmp_path):
     assert png.stat().st_size > 2000
 
 
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_lab6_zero_memory_and_step(tmp_path, ranks):
+    out = run_lab("06_zero.py", "--steps", "2", "--trace", str(tmp_path / "z.json"), ranks=ranks)
+    zero1 = out.split("zero1: the collectives")[1].split("zero2:")[0]
+    zero2 = out.split("zero2: the collectives")[1]
+    assert "reduce_scatter" in zero1 and "after backward" in zero1   # stage 1: after backward
+    assert "backward\n" in zero2.split("all_gather")[0]              # stage 2: inside backward
+    assert "optimizer step + gather" in zero2.split("all_gather")[1].splitlines()[0]
+    assert json.loads((tmp_path / "z.json").read_text())["traceEvents"]
+
+
 def test_lab4_cost_model(tmp_path):
     out = run_lab("04_doubling_cost_model.py", "--sizes", "1K,64K", "--repeats", "3",
                   "--png", str(tmp_path / "m.png"))

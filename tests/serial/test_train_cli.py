@@ -23,7 +23,9 @@ def losses(tmp_path, ranks, extra=()):
     (2, ()), (3, ()), (2, ("--grad-accum", "2")), (2, ("--parallel", "dp-naive")),
     (3, ("--bucket-mb", "1e-9", "--first-bucket-mb", "1e-9", "--grad-accum", "2")),
     (2, ("--no-overlap",)), (2, ("--parallel", "zero1")),
-    (3, ("--parallel", "zero2", "--grad-accum", "2", "--bucket-mb", "0.01"))])
+    (3, ("--parallel", "zero2", "--grad-accum", "2", "--bucket-mb", "0.01")),
+    (3, ("--parallel", "zero3")),
+    (2, ("--parallel", "zero3", "--grad-accum", "2", "--zero3-window", "0", "--zero3-keep-between"))])
 def test_n_ranks_follow_the_single_process_loss_sequence(tmp_path, ranks, extra):
     single, _ = losses(tmp_path, 1)
     multi, proc = losses(tmp_path, ranks, extra)
@@ -39,7 +41,9 @@ def test_n_ranks_follow_the_single_process_loss_sequence(tmp_path, ranks, extra)
      r"--batch-size 32 is not divisible by 2 ranks x --micro-batch-size 5"),
     (["vit_digits", "--data", "cifar10", "--data-dir", "/nonexistent"],
      r"CIFAR-10 file missing: /nonexistent/data_batch_1"),
-    (["vit_digits", "--parallel", "zero3"], r"--parallel zero3 is not built yet"),
+    (["vit_digits", "--parallel", "zero3", "--checkpoint-dir", "/tmp/x"],
+     r"--parallel zero3 with --checkpoint-dir: stage-3 checkpoints are not built yet"),
+    (["vit_digits", "--parallel", "zero3", "--zero3-window", "-1"], r"--zero3-window must be >= 0, got -1"),
     (["vit_digits", "--grad-dtype", "int8"], r"--grad-dtype int8: choose from fp32, bf16, fp16"),
     (["vit_digits", "--bucket-mb", "0"], r"--bucket-mb must be > 0, got 0"),
     (["vit_digits", "--parallel", "zero1", "--precision", "fp16"], r"--parallel zero1 with --precision fp16"),
@@ -70,5 +74,21 @@ def test_help_lists_every_flag():
                  "--compile", "--seed", "--eval-every", "--log-jsonl", "--checkpoint-dir", "--resume",
                  "--parallel", "--bucket-mb", "--first-bucket-mb", "--grad-dtype",
                  "--find-unused-parameters", "--no-overlap", "--verbose", "--checkpoint-keep",
-                 "--checkpoint-every", "--stop-at-step"):
+                 "--checkpoint-every", "--stop-at-step", "--memory-report", "--zero3-window",
+                 "--zero3-keep-between"):
         assert flag in out
+
+
+def test_memory_report_prints_every_rank(tmp_path):
+    """--memory-report: each rank's items, its predicted peak and a measured one, the same loss
+    sequence as without it (it only observes)."""
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "reported").mkdir()
+    plain, _ = losses(tmp_path / "plain", 2, ("--parallel", "zero2"))
+    reported, proc = losses(tmp_path / "reported", 2, ("--parallel", "zero2", "--memory-report"))
+    assert reported == plain
+    for rank in range(2):
+        block = proc.stdout.split(f"memory report, rank {rank} (zero2, 2 rank(s))")[1]
+        for row in ("parameters", "gradients", "optimizer state", "activations", "predicted peak",
+                    "measured peak"):
+            assert row in block.split("memory report")[0], block

@@ -1,0 +1,173 @@
+"""Lab 6: ZeRO — what each stage keeps on a rank, predicted and measured, and where its
+reduce-scatter and all-gather sit in a training step.
+
+    mpiexec -n 4 python examples/labs/06_zero.py [--steps 3] [--trace zero.json]
+
+What to look for:
+  - memory: data parallel keeps on every rank the fp32 parameters (4 bytes each), their
+    gradients (4), AdamW's two moments (8) and the wire buckets. Stage 1 splits the optimizer
+    state over the ranks (8/p) but packs a full gradient copy; stage 2 splits the gradients too
+    (4/p + one bucket). The accountant's prediction (mpitrain/parallel/memory.py, the ZeRO paper's
+    arithmetic for this layout) is printed beside the bytes of the tensors this rank really holds.
+  - the step: stage 1 reduce-scatters the whole gradient after backward; stage 2 reduce-scatters
+    bucket by bucket *during* backward (each bucket as soon as its gradients exist); both
+    all-gather the updated shards after the optimizer step. The list shows each collective call
+    of one step with the phase it ran in.
+  - the losses: every stage follows data parallel's loss sequence.
+  Stage 3 (parameters sharded too, gathered block by block) is not built yet.
+"""
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from _lab import lab_args, verdict
+
+from mpitrain.comm import init, trace_render
+from mpitrain.models import ViTConfig, VisionTransformer
+from mpitrain.parallel import apply_data_parallel, apply_zero
+from mpitrain.parallel.memory import predict
+
+CFG = ViTConfig(name="lab", img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=64,
+                depth=4, num_heads=4, mlp_dim=256)
+PER_RANK = 4
+BUCKET_MB = 0.05
+
+
+def batch(step, world):
+    g = torch.Generator().manual_seed(step)
+    x = torch.randn(world.size * PER_RANK, 1, 16, 16, generator=g)
+    y = torch.randint(0, 10, (world.size * PER_RANK,), generator=g)
+    mine = slice(world.rank * PER_RANK, (world.rank + 1) * PER_RANK)
+    return x[mine], y[mine]
+
+
+def storage_bytes(tensors):
+    seen = {}
+    for t in tensors:
+        if t is not None and t.numel():
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def held(model, engine, opt, parallel):
+    """The bytes of the tensors this rank really holds, by the accountant's items."""
+    if parallel == "dp":
+        grads = [p.grad for p in model.parameters()]
+    else:
+        grads = ([g.master.grad for g in engine.groups] + [g.grad_flat for g in engine.groups]
+                 + [engine._bucket_buffer])
+    out = {"parameters": storage_bytes(model.parameters()), "gradients": storage_bytes(grads),
+           "optimizer state": storage_bytes(v for s in opt.state.values() for v in s.values()
+                                            if torch.is_tensor(v) and v.ndim)}
+    if parallel == "dp":
+        out["wire buckets"] = storage_bytes(b.wire for b in engine.buckets)
+    return out
+
+
+def run(world, parallel, steps, args):
+    """Train `steps` steps; trace the last one (ZeRO) with phase marks. Returns losses, the
+    memory rows and (rank 0) the step's collective calls."""
+    torch.manual_seed(0)
+    model = VisionTransformer(CFG)
+    make_opt = lambda groups: torch.optim.AdamW(groups, lr=1e-3)   # noqa: E731
+    if parallel == "dp":
+        engine = apply_data_parallel(model, world, bucket_mb=BUCKET_MB, overlap=False)
+        opt = make_opt(model.parameters())
+    else:
+        engine = apply_zero(model, world, make_opt, stage=int(parallel[-1]), bucket_mb=BUCKET_MB)
+        opt = engine.optimizer
+    losses, calls = [], None
+    for step in range(steps):
+        x, y = batch(step, world)
+        traced = parallel != "dp" and step == steps - 1
+        with (world.trace() if traced else _nothing()) as trace:
+            marks = {"start": time.perf_counter()}
+            loss = F.cross_entropy(model(x), y)
+            marks["forward"] = time.perf_counter()
+            loss.backward()
+            marks["backward"] = time.perf_counter()
+            engine.synchronize()
+            marks["after backward"] = time.perf_counter()
+            if parallel == "dp":
+                opt.step()
+                opt.zero_grad(set_to_none=False)
+            else:
+                engine.step()
+            marks["optimizer step + gather"] = time.perf_counter()
+            if traced:
+                calls = phases(world, trace, marks, args)
+            if parallel != "dp":
+                engine.zero_grad()
+        losses.append(float(np.mean(world.mpi_comm.allgather(loss.item()))))
+    memory = held(model, engine, opt, parallel)
+    engine.close()
+    return losses, memory, calls
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def phases(world, trace, marks, args):
+    """Each collective call of the traced step and the phase it started in (rank 0's view)."""
+    events, _ = trace.gather()
+    if world.rank != 0:
+        return None
+    if args.trace:
+        trace_render.write_chrome_trace(events, args.trace)
+    bounds = [(name, t - trace.t0) for name, t in marks.items() if name != "start"]
+    first = {}
+    for e in events:
+        key = (e["collective"], e["call"])
+        if e["rank"] == 0 and key not in first:
+            first[key] = e["start"]
+    calls = []
+    for (collective, call), start in sorted(first.items(), key=lambda kv: kv[1]):
+        phase = next((name for name, t in bounds if start <= t), "after the step")
+        calls.append((collective, call, phase))
+    return calls
+
+
+def main():
+    args = lab_args(__doc__, extra=lambda p: p.add_argument("--steps", type=int, default=3))
+    world = init()
+    torch.set_num_threads(1)
+    results = {par: run(world, par, args.steps, args) for par in ("dp", "zero1", "zero2")}
+    p = world.size
+    world.print0(f"\nmemory on rank 0 after {args.steps} steps ({CFG.count_params()} parameters, "
+                 f"{p} ranks), bytes: predicted / held")
+    world.print0(f"{'item':18s}" + "".join(f"{par:>22s}" for par in results))
+    ok = True
+    for item in ("parameters", "gradients", "optimizer state", "wire buckets"):
+        row = f"{item:18s}"
+        for par, (_, memory, _) in results.items():
+            items, _ = predict(CFG, par, p, PER_RANK, "fp32", "adamw", bucket_mb=BUCKET_MB)
+            predicted = {i.name: i.bytes for i in items}.get(item, 0)
+            have = memory.get(item, 0)
+            ok &= abs(predicted - have) <= 64 * (len(list(VisionTransformer(CFG).parameters())) + p)
+            row += f"{predicted:>11d} / {have:<9d}"
+        world.print0(row)
+    for par in ("zero1", "zero2"):
+        calls = results[par][2]
+        if world.rank == 0:
+            print(f"\n{par}: the collectives of step {args.steps}, in order, with the phase each "
+                  f"started in")
+            for collective, call, phase in calls:
+                print(f"  {collective:15s} #{call:<4d} {phase}")
+    dp_losses = results["dp"][0]
+    world.print0(f"\n{'step':>4}" + "".join(f"{par:>12s}" for par in results))
+    for i in range(args.steps):
+        world.print0(f"{i:4d}" + "".join(f"{results[par][0][i]:12.6f}" for par in results))
+    same = all(np.allclose(results[par][0], dp_losses, rtol=1e-5) for par in ("zero1", "zero2"))
+    verdict(world, ok and same, "each stage holds what the accountant predicts, and follows data "
+                                "parallel's losses (rtol 1e-5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The memory accountant: what one rank should hold at its peak, item by item, for the chosen
+parallelism, beside what it measured (`python -m mpitrain.train ... --memory-report`).
+
+Model states, for Psi trainable parameters (the ZeRO paper counts (2 + 2 + K) Psi for fp16
+parameters and gradients plus K = 12 bytes of fp32 master weights and Adam moments; here the
+parameters are fp32 and *are* the master weights, bf16 exists only as autocast's copies):
+
+    item                      dp            zero1               zero2                zero3
+    parameters (fp32)         4 Psi         4 Psi               4 Psi                4 Psi/p + gathered
+    gradients (fp32)          4 Psi         4 Psi + 4 Psi/p     4 Psi/p + one bucket 4 Psi/p + one unit x 2
+                                            (packed copy + shard)
+    optimizer (AdamW: 2 x 4)  8 Psi         8 Psi/p             8 Psi/p              8 Psi/p  (SGD: 4)
+    wire buckets              w Psi         -                   -                    -  (w: grad dtype bytes)
+  (zero3 "gathered": the root unit -- embeddings, final norm, head -- and window + 1 blocks, or
+  every block with keep_between)
+
+Per step on top, from forward to the start of backward:
+    bf16 weight copies        2 x the matrix weights (autocast casts them once and backward keeps
+                              them); none in fp32
+    activations               what backward keeps, per block and token, for width D and MLP
+                              width M: bf16 autocast 22 D + 4 M bytes (fp32 residual 4 D, norm
+                              input 4 D, the casts feeding qkv and fc1 2 D each, qkv 6 D, attention
+                              output 2 D and its re-laid-out copy 2 D; fc1 output and GELU output
+                              2 M each), fp32 36 D + 8 M; plus the images, and the final norm's
+                              input; with --checkpoint-activations each block keeps its input
+                              (4 D) and one block is recomputed at a time
+    backward temporaries      the first block's MLP gradients: 2 x tokens x M x activation bytes
+
+The peak is the larger of (states + copies + activations + temporaries), reached as backward
+starts, and (states + the full gradient ZeRO-1 packs), reached as it ends. Measured:
+torch.cuda.max_memory_allocated over one step on GPU (what torch's allocator handed out: not
+the CUDA context, nor the peer kernels' workspaces); on CPU the process's peak resident set
+minus its size before the model was built (everything the process touched, so only a rough
+check).
+"""
+import resource
+from dataclasses import dataclass
+
+GB = 1 << 30
+
+
+@dataclass
+class Item:
+    name: str
+    bytes: int
+    note: str = ""
+
+
+def _matrix_params(cfg):
+    """Parameters autocast copies to 16 bits: everything but the LayerNorms and the cls and
+    position embeddings (added in fp32)."""
+    D = cfg.embed_dim
+    norms = (4 * cfg.depth + 2) * D
+    embeddings = D + cfg.tokens * D
+    return cfg.count_params() - norms - embeddings
+
+
+def _largest_param(cfg):
+    """Elements of the model's largest parameter tensor."""
+    D, M = cfg.embed_dim, cfg.mlp_dim
+    return max(D * M, 3 * D * D, D * cfg.in_chans * cfg.patch_size ** 2, cfg.num_classes * D,
+               cfg.tokens * D)
+
+
+def activation_bytes(cfg, micro_batch, precision, checkpoint_activations=False):
+    """(activations kept for backward, backward temporaries) in bytes, one rank."""
+    D, M, N, B = cfg.embed_dim, cfg.mlp_dim, cfg.tokens, micro_batch
+    half = precision in ("bf16", "fp16")
+    act = 2 if half else 4
+    per_token_block = (22 * D + 4 * M) if half else (36 * D + 8 * M)
+    images = B * cfg.in_chans * cfg.img_size ** 2 * (4 + (2 if half else 0))
+    final_norm = 4 * B * N * D
+    if checkpoint_activations:
+        kept = cfg.depth * 4 * B * N * D + B * N * per_token_block
+    else:
+        kept = cfg.depth * B * N * per_token_block
+    return kept + images + final_norm, 2 * B * N * M * act
+
+
+def _block_params(cfg):
+    D, M = cfg.embed_dim, cfg.mlp_dim
+    return 3 * D * D + 3 * D + D * D + D + D * M + M + M * D + D + 4 * D
+
+
+def predict(cfg, parallel, world_size, micro_batch, precision="fp32", optimizer="adamw",
+            grad_dtype="fp32", bucket_mb=25.0, checkpoint_activations=False, window=1,
+            keep_between=False):
+    """The items of one rank's peak and the peak itself: ([Item], peak bytes)."""
+    psi = cfg.count_params()
+    p = world_size
+    stage = parallel if parallel.startswith("zero") else "dp"
+    opt_per_param = 8 if optimizer == "adamw" else 4
+    wire = {"fp32": 4, "bf16": 2, "fp16": 2}[grad_dtype]
+    bucket = min(max(int(bucket_mb * 2 ** 20), 4 * _largest_param(cfg)), 4 * psi)   # (a larger
+    # parameter gets a bucket of its own)
+    items = [Item("parameters", 4 * psi, f"fp32, Psi = {psi / 1e6:.1f} M")]
+    grads_at_end = 0                 # gradient memory that exists only as backward ends
+    if stage == "dp":
+        items.append(Item("gradients", 4 * psi, "fp32 .grad, kept between steps"))
+        items.append(Item("optimizer state", opt_per_param * psi, optimizer))
+        if p > 1:
+            items.append(Item("wire buckets", wire * psi, f"{grad_dtype}, every bucket"))
+    elif stage == "zero3":
+        block = _block_params(cfg)
+        root = psi - cfg.depth * block
+        gathered = cfg.depth * block if keep_between else min(cfg.depth, window + 1) * block
+        shard = -(-psi // p)
+        items.clear()
+        items.append(Item("parameters", 4 * shard + 4 * (root + gathered),
+                          f"fp32 shards + root + {'every block' if keep_between else f'{window + 1} block(s)'} gathered"))
+        items.append(Item("gradients", 4 * shard + 2 * 4 * max(block, root),
+                          "this rank's shard + one unit's .grad and its packed copy"))
+        items.append(Item("optimizer state", opt_per_param * shard, f"{optimizer}, 1/{p}"))
+    else:
+        shard = -(-psi // (4 * p)) * 4
+        opt = opt_per_param * shard
+        if stage == "zero1":
+            items.append(Item("gradients", 4 * psi + 4 * shard, "packed copy + this rank's shard"))
+            grads_at_end = 4 * psi                                    # every .grad, before packing
+        else:
+            items.append(Item("gradients", 4 * shard + bucket, "this rank's shard + one bucket"))
+            grads_at_end = bucket                                     # the bucket's .grad
+        items.append(Item("optimizer state", opt, f"{optimizer}, 1/{p}"))
+    casts = 2 * _matrix_params(cfg) if precision in ("bf16", "fp16") else 0
+    if casts:
+        items.append(Item("16-bit weight copies", casts, "autocast, held until backward"))
+    kept, temporaries = activation_bytes(cfg, micro_batch, precision, checkpoint_activations)
+    items.append(Item("activations", kept, f"{micro_batch} images"))
+    items.append(Item("backward temporaries", temporaries, "first block's MLP gradients"))
+    states = sum(i.bytes for i in items if i.name not in
+                 ("16-bit weight copies", "activations", "backward temporaries"))
+    peak = max(states + casts + kept + temporaries, states + grads_at_end)
+    return items, peak
+
+
+def rss_bytes():
+    """This process's resident set now (Linux /proc), in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def peak_rss_bytes():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def report(items, peak, measured, how, rank, parallel, world_size):
+    """The table, as text."""
+    lines = [f"memory report, rank {rank} ({parallel}, {world_size} rank(s)): predicted vs measured"]
+    for item in items:
+        lines.append(f"  {item.name:22s} {item.bytes / GB:8.3f} GiB   {item.note}")
+    lines.append(f"  {'predicted peak':22s} {peak / GB:8.3f} GiB")
+    lines.append(f"  {'measured peak':22s} {measured / GB:8.3f} GiB   {how}; "
+                 f"measured / predicted = {measured / peak:.3f}")
+    return "\n".join(lines)
