@@ -1,4 +1,4 @@
-"""Checkpoints that resume at any world size and any parallelism (dp, zero1, zero2).
+"""Checkpoints that resume at any world size and any parallelism (dp, zero1, zero2, zero3).
 
     save(root, step, model, engine, optimizer, groups, world, extra={...}, keep=3)
     info = load(root, model, engine, optimizer, groups, world)   # newest valid, or None
@@ -6,8 +6,11 @@
 Each rank writes its slice of the canonical state (state.py); rank 0 writes the manifest last
 (store.py). `python -m mpitrain.checkpoint consolidate DIR OUT` writes one plain state dict.
 """
+import contextlib
+
 import torch
 
+from ..parallel.zero3 import Zero3
 from .state import describe_groups, local_slices, owned_ranges, restore
 from .store import (CheckpointError, assemble, prune, read_manifest, read_shards, step_dir,
                     valid_checkpoints, write_manifest, write_shard)
@@ -22,13 +25,15 @@ def _names(model):
 def save(root, step, model, engine, optimizer, groups, world, extra=None, rng=None, keep=3):
     """Collective: every rank writes its shard, then rank 0 the manifest; returns the directory."""
     directory = step_dir(root, step)
-    ranges = owned_ranges(engine, groups, world)
-    slices, opt_step = local_slices(engine, optimizer, groups, ranges)
+    with _whole(engine):
+        ranges = owned_ranges(engine, groups, world)
+        slices, opt_step = local_slices(engine, optimizer, groups, ranges)
+        described = describe_groups(groups, _names(model))
     entry = write_shard(directory, world.rank, {"ranges": ranges, "slices": slices, "rng": rng})
     entries = world.mpi_comm.gather(entry, root=0)
     if world.rank == 0:
         write_manifest(directory, {"step": step, "optimizer_step": opt_step,
-                                   "world_size": world.size, "groups": describe_groups(groups, _names(model)),
+                                   "world_size": world.size, "groups": described,
                                    "shards": entries, "extra": extra or {}})
         prune(root, keep)
     world.barrier()
@@ -44,12 +49,19 @@ def load(root, model, engine, optimizer, groups, world):
         return None
     directory = candidates[-1]
     manifest = read_manifest(directory)
-    _check_model(manifest, groups, _names(model), directory)
     payloads = read_shards(directory, manifest)
-    restore(engine, optimizer, groups, assemble(manifest, payloads), manifest["optimizer_step"])
+    with _whole(engine):
+        _check_model(manifest, groups, _names(model), directory)
+        restore(engine, optimizer, groups, assemble(manifest, payloads), manifest["optimizer_step"])
     same_world = manifest["world_size"] == world.size
     return {"step": manifest["step"], "extra": manifest["extra"], "directory": str(directory),
             "rng": payloads[world.rank]["rng"] if same_world else None}
+
+
+def _whole(engine):
+    """ZeRO-3's parameters are empty between steps: gather the whole model while its state is
+    saved or restored (the memory of one full copy, for that moment)."""
+    return engine.gathered() if isinstance(engine, Zero3) else contextlib.nullcontext()
 
 
 def _check_model(manifest, groups, names, directory):

@@ -6,11 +6,17 @@ vector (16-byte aligned slots: kernels.BucketLayout), and each optimizer state t
 every rank; ZeRO holds one slice per rank. Saving writes slices of these vectors, loading
 rebuilds what this rank needs from them, so any world size and any stage can read what any
 other wrote.
+
+ZeRO-3 keeps each block's parameters and state in shards of per-block flat buffers, a layout
+of its own: save and load run with the whole model gathered (`zero.gathered()`, see
+checkpoint/__init__.py), so its parameters go the data-parallel way, and its optimizer state is
+all-gathered from the shards into the canonical vectors here (one vector at a time).
 """
 import torch
 
 from .. import kernels
 from ..parallel.zero import Zero
+from ..parallel.zero3 import Zero3
 
 STATE_KEYS = ("exp_avg", "exp_avg_sq", "momentum_buffer")
 
@@ -77,7 +83,66 @@ def local_slices(engine, optimizer, groups, ranges):
         for p in params:
             if "step" in optimizer.state.get(p, {}):
                 step = float(optimizer.state[p]["step"])
+    if isinstance(engine, Zero3):
+        vectors, step = zero3_state_vectors(engine, optimizer, groups)
+        for name, vector in vectors.items():
+            lo, hi = ranges[int(name.split(".")[0][1:])]
+            out[name] = vector[lo:hi].clone()
     return out, step
+
+
+def _positions(groups):
+    """id(parameter) -> (group, offset in the group's canonical vector); each group's length."""
+    where, totals = {}, []
+    for gi, params in enumerate(groups):
+        offsets, total = group_layout(params)
+        totals.append(total)
+        where.update((id(p), (gi, off)) for p, off in zip(params, offsets))
+    return where, totals
+
+
+def zero3_state_vectors(engine, optimizer, groups):
+    """ZeRO-3: {"g{i}.{key}": canonical vector} of the optimizer state, all-gathered from every
+    rank's shards (collective), and the optimizer step."""
+    where, totals = _positions(groups)
+    out, step = {}, 0.0
+    for f in engine.flat_shards():
+        state = optimizer.state.get(f.master, {})
+        if "step" in state:
+            step = float(state["step"])
+        for key in STATE_KEYS:
+            if key not in state:
+                continue
+            full = torch.empty(f.padded, dtype=torch.float32, device=f.master.device)
+            engine.world.all_gather(state[key].detach(), full)
+            full = full.cpu()
+            for p, off, shape in zip(f.params, f.offsets, f.shapes):
+                gi, goff = where[id(p)]
+                vector = out.setdefault(f"g{gi}.{key}", torch.zeros(totals[gi]))
+                vector[goff: goff + shape.numel()] = full[off: off + shape.numel()]
+    return out, step
+
+
+def _restore_zero3(engine, optimizer, groups, full, step):
+    """The shards of every flat buffer, parameters (from the gathered model) and state."""
+    where, _ = _positions(groups)
+    rank = engine.world.rank
+    for f in engine.flat_shards():
+        with torch.no_grad():
+            f.master.copy_(f.full[rank * f.shard: (rank + 1) * f.shard])
+        gi = where[id(f.params[0])][0]
+        state = {}
+        for key in STATE_KEYS:
+            if f"g{gi}.{key}" not in full:
+                continue
+            padded = torch.zeros(f.padded)
+            for p, off, shape in zip(f.params, f.offsets, f.shapes):
+                goff = where[id(p)][1]
+                padded[off: off + shape.numel()] = full[f"g{gi}.{key}"][goff: goff + shape.numel()]
+            state[key] = padded[rank * f.shard: (rank + 1) * f.shard].to(f.master.device)
+        if state:
+            _put_step(state, optimizer, f.master, step)
+            optimizer.state[f.master] = state
 
 
 def restore(engine, optimizer, groups, full, step):
@@ -89,7 +154,7 @@ def restore(engine, optimizer, groups, full, step):
             for p, off in zip(params, offsets):
                 p.copy_(full[f"g{gi}.param"][off: off + p.numel()].view_as(p))
         keys = [k for k in STATE_KEYS if f"g{gi}.{k}" in full]
-        if not keys:
+        if not keys or isinstance(engine, Zero3):
             continue
         if isinstance(engine, Zero):
             g = engine.groups[gi]
@@ -107,6 +172,10 @@ def restore(engine, optimizer, groups, full, step):
                      for key in keys}
             _put_step(state, optimizer, p, step)
             optimizer.state[p] = state
+
+
+    if isinstance(engine, Zero3):
+        _restore_zero3(engine, optimizer, groups, full, step)
 
 
 def _put_step(state, optimizer, param, step):

@@ -214,6 +214,10 @@ class Zero3(ShardedGradients):
                 for p in f.params:
                     p.grad = None
 
+    def flat_shards(self):
+        """Every flat buffer of every unit, root last."""
+        return [f for u in self.units + ([self.root] if self.root else []) for f in u.flats]
+
     @contextlib.contextmanager
     def gathered(self):
         """Every parameter materialized (to read or save the whole model); freed on exit."""

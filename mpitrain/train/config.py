@@ -67,9 +67,6 @@ class TrainConfig:
             raise ConfigError(f"--optimizer {self.optimizer}: choose adamw or sgd")
         if self.parallel not in PARALLEL:
             raise ConfigError(f"--parallel {self.parallel}: choose from {', '.join(PARALLEL)}")
-        if self.parallel == "zero3" and (self.checkpoint_dir or self.resume):
-            raise ConfigError("--parallel zero3 with --checkpoint-dir: stage-3 checkpoints are "
-                              "not built yet (zero1, zero2 and dp save and resume)")
         if self.parallel == "zero3" and self.compile:
             raise ConfigError("--parallel zero3 with --compile: not built yet (the gather hooks "
                               "run in eager mode)")

@@ -159,6 +159,9 @@ def train(cfg, world):
     torch.manual_seed(cfg.seed)
     rss_before_model = memory.rss_bytes()
     model = VisionTransformer(mcfg, cfg.checkpoint_activations).to(device)
+    # the checkpoint's parameter groups, taken before ZeRO-3 empties the parameters (the groups
+    # split by parameter shape)
+    groups = [g["params"] for g in param_groups(cfg, model)]
     dp, optimizer = make_parallel(cfg, model, world, device)
     zero = dp if isinstance(dp, (Zero, Zero3)) else None
     step_model = model
@@ -188,7 +191,6 @@ def train(cfg, world):
 
     log = JsonLines(cfg.log_jsonl, world.rank == 0)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + world.rank)   # augmentation draws
-    groups = [g["params"] for g in param_groups(cfg, model)]
     step, epoch, accuracy = 0, 0, None
     skip = 0                                    # batches of the first epoch already trained
     if cfg.resume:

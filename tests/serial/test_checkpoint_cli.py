@@ -33,7 +33,12 @@ def uninterrupted(tmp_path_factory):
     ((2, "dp"), (2, "dp")),
     ((3, "zero2"), (2, "dp")),
     ((2, "dp"), (3, "zero1")),
-], ids=["same world", "zero2 x3 -> dp x2", "dp x2 -> zero1 x3"])
+    ((2, "zero3"), (2, "zero3")),
+    ((4, "zero3"), (3, "zero1")),
+    ((3, "zero3"), (2, "dp")),
+    ((2, "dp"), (3, "zero3")),
+], ids=["same world", "zero2 x3 -> dp x2", "dp x2 -> zero1 x3", "zero3 x2 -> zero3 x2",
+        "zero3 x4 -> zero1 x3", "zero3 x3 -> dp x2", "dp x2 -> zero3 x3"])
 def test_resume_continues_the_loss_sequence(tmp_path, uninterrupted, save, resume):
     ck = tmp_path / "ck"
     first, _ = train(tmp_path, save[0], "first", "--parallel", save[1], "--checkpoint-dir", str(ck),
