@@ -7,14 +7,17 @@ What to look for:
   - memory: data parallel keeps on every rank the fp32 parameters (4 bytes each), their
     gradients (4), AdamW's two moments (8) and the wire buckets. Stage 1 splits the optimizer
     state over the ranks (8/p) but packs a full gradient copy; stage 2 splits the gradients too
-    (4/p + one bucket). The accountant's prediction (mpitrain/parallel/memory.py, the ZeRO paper's
+    (4/p + one bucket); stage 3 splits the parameters as well, and holds full only the blocks
+    it is computing (here: the root and 2 blocks at its peak, inside backward). The accountant's
+    prediction (mpitrain/parallel/memory.py, the ZeRO paper's
     arithmetic for this layout) is printed beside the bytes of the tensors this rank really holds.
   - the step: stage 1 reduce-scatters the whole gradient after backward; stage 2 reduce-scatters
     bucket by bucket *during* backward (each bucket as soon as its gradients exist); both
-    all-gather the updated shards after the optimizer step. The list shows each collective call
-    of one step with the phase it ran in.
+    all-gather the updated shards after the optimizer step. Stage 3 all-gathers each block
+    just before its forward and again just before its backward, and reduce-scatters each
+    block's gradients as soon as they are complete; nothing after the optimizer step. The list
+    shows each collective call of one step with the phase it ran in.
   - the losses: every stage follows data parallel's loss sequence.
-  Stage 3 (parameters sharded too, gathered block by block) is not built yet.
 """
 import time
 
@@ -26,8 +29,8 @@ from _lab import lab_args, verdict
 
 from mpitrain.comm import init, trace_render
 from mpitrain.models import ViTConfig, VisionTransformer
-from mpitrain.parallel import apply_data_parallel, apply_zero
-from mpitrain.parallel.memory import predict
+from mpitrain.parallel import apply_data_parallel, apply_zero, apply_zero3
+from mpitrain.parallel.memory import held_bytes, predict, watch_zero3_peak
 
 CFG = ViTConfig(name="lab", img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=64,
                 depth=4, num_heads=4, mlp_dim=256)
@@ -43,29 +46,6 @@ def batch(step, world):
     return x[mine], y[mine]
 
 
-def storage_bytes(tensors):
-    seen = {}
-    for t in tensors:
-        if t is not None and t.numel():
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-    return sum(seen.values())
-
-
-def held(model, engine, opt, parallel):
-    """The bytes of the tensors this rank really holds, by the accountant's items."""
-    if parallel == "dp":
-        grads = [p.grad for p in model.parameters()]
-    else:
-        grads = ([g.master.grad for g in engine.groups] + [g.grad_flat for g in engine.groups]
-                 + [engine._bucket_buffer])
-    out = {"parameters": storage_bytes(model.parameters()), "gradients": storage_bytes(grads),
-           "optimizer state": storage_bytes(v for s in opt.state.values() for v in s.values()
-                                            if torch.is_tensor(v) and v.ndim)}
-    if parallel == "dp":
-        out["wire buckets"] = storage_bytes(b.wire for b in engine.buckets)
-    return out
-
-
 def run(world, parallel, steps, args):
     """Train `steps` steps; trace the last one (ZeRO) with phase marks. Returns losses, the
     memory rows and (rank 0) the step's collective calls."""
@@ -75,12 +55,18 @@ def run(world, parallel, steps, args):
     if parallel == "dp":
         engine = apply_data_parallel(model, world, bucket_mb=BUCKET_MB, overlap=False)
         opt = make_opt(model.parameters())
+    elif parallel == "zero3":
+        engine = apply_zero3(model, world, make_opt, units=model.blocks, window=1)
+        opt = engine.optimizer
     else:
         engine = apply_zero(model, world, make_opt, stage=int(parallel[-1]), bucket_mb=BUCKET_MB)
         opt = engine.optimizer
+    # ZeRO-3's model state peaks inside backward: look there
+    peak = watch_zero3_peak(model, engine, opt) if parallel == "zero3" else []
     losses, calls = [], None
     for step in range(steps):
         x, y = batch(step, world)
+        peak.clear()
         traced = parallel != "dp" and step == steps - 1
         with (world.trace() if traced else _nothing()) as trace:
             marks = {"start": time.perf_counter()}
@@ -101,7 +87,7 @@ def run(world, parallel, steps, args):
             if parallel != "dp":
                 engine.zero_grad()
         losses.append(float(np.mean(world.mpi_comm.allgather(loss.item()))))
-    memory = held(model, engine, opt, parallel)
+    memory = peak[0] if peak else held_bytes(model, engine, opt)
     engine.close()
     return losses, memory, calls
 
@@ -138,10 +124,11 @@ def main():
     args = lab_args(__doc__, extra=lambda p: p.add_argument("--steps", type=int, default=3))
     world = init()
     torch.set_num_threads(1)
-    results = {par: run(world, par, args.steps, args) for par in ("dp", "zero1", "zero2")}
+    results = {par: run(world, par, args.steps, args) for par in ("dp", "zero1", "zero2", "zero3")}
     p = world.size
     world.print0(f"\nmemory on rank 0 after {args.steps} steps ({CFG.count_params()} parameters, "
-                 f"{p} ranks), bytes: predicted / held")
+                 f"{p} ranks; zero3: at its first reduce-scatter in backward, where its model "
+                 f"state peaks), bytes: predicted / held")
     world.print0(f"{'item':18s}" + "".join(f"{par:>22s}" for par in results))
     ok = True
     for item in ("parameters", "gradients", "optimizer state", "wire buckets"):
@@ -153,7 +140,7 @@ def main():
             ok &= abs(predicted - have) <= 64 * (len(list(VisionTransformer(CFG).parameters())) + p)
             row += f"{predicted:>11d} / {have:<9d}"
         world.print0(row)
-    for par in ("zero1", "zero2"):
+    for par in ("zero1", "zero2", "zero3"):
         calls = results[par][2]
         if world.rank == 0:
             print(f"\n{par}: the collectives of step {args.steps}, in order, with the phase each "
@@ -164,7 +151,7 @@ def main():
     world.print0(f"\n{'step':>4}" + "".join(f"{par:>12s}" for par in results))
     for i in range(args.steps):
         world.print0(f"{i:4d}" + "".join(f"{results[par][0][i]:12.6f}" for par in results))
-    same = all(np.allclose(results[par][0], dp_losses, rtol=1e-5) for par in ("zero1", "zero2"))
+    same = all(np.allclose(results[par][0], dp_losses, rtol=1e-5) for par in ("zero1", "zero2", "zero3"))
     verdict(world, ok and same, "each stage holds what the accountant predicts, and follows data "
                                 "parallel's losses (rtol 1e-5)")
 

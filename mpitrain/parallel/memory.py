@@ -36,6 +36,8 @@ check).
 import resource
 from dataclasses import dataclass
 
+import torch
+
 GB = 1 << 30
 
 
@@ -131,6 +133,53 @@ def predict(cfg, parallel, world_size, micro_batch, precision="fp32", optimizer=
                  ("16-bit weight copies", "activations", "backward temporaries"))
     peak = max(states + casts + kept + temporaries, states + grads_at_end)
     return items, peak
+
+
+def storage_bytes(tensors):
+    """Bytes of the distinct storages behind `tensors` (views of one buffer count once)."""
+    seen = {}
+    for t in tensors:
+        if t is not None and t.numel():
+            s = t.untyped_storage()
+            seen[s.data_ptr()] = s.nbytes()
+    return sum(seen.values())
+
+
+def held_bytes(model, engine, optimizer):
+    """What a rank really holds right now, by the accountant's model-state items: the bytes of
+    the tensors behind each (the oracle the predictions are tested against)."""
+    from .zero import Zero
+    from .zero3 import Zero3
+    params = list(model.parameters())
+    grads = [p.grad for p in params]
+    if isinstance(engine, Zero):
+        grads += [g.master.grad for g in engine.groups] + [g.grad_flat for g in engine.groups]
+        grads.append(engine._bucket_buffer)
+    elif isinstance(engine, Zero3):
+        params = [f.master for f in engine.flat_shards()] + [
+            f.full for f in engine.flat_shards() if f.gathered]
+        grads += [f.master.grad for f in engine.flat_shards()] + [engine._bucket_buffer]
+    held = {"parameters": storage_bytes(params), "gradients": storage_bytes(grads),
+            "optimizer state": storage_bytes(v for s in optimizer.state.values()
+                                             for v in s.values() if torch.is_tensor(v) and v.ndim)}
+    if hasattr(engine, "buckets"):
+        held["wire buckets"] = storage_bytes(b.wire for b in engine.buckets)
+    return held
+
+
+def watch_zero3_peak(model, engine, optimizer):
+    """ZeRO-3's model state peaks inside backward, at its first reduce-scatter of a step (one
+    block's gradients out, the root and window + 1 blocks gathered). Returns a list that
+    receives held_bytes() there: clear it before each step to catch that step's."""
+    seen = []
+    reduce_scatter = engine._reduce_scatter
+
+    def peek(unit):
+        if not seen:
+            seen.append(held_bytes(model, engine, optimizer))
+        reduce_scatter(unit)
+    engine._reduce_scatter = peek
+    return seen
 
 
 def rss_bytes():

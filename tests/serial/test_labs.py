@@ -45,10 +45,16 @@ def test_lab3_ring_steps_and_pictures(tmp_path):
 def test_lab6_zero_memory_and_step(tmp_path, ranks):
     out = run_lab("06_zero.py", "--steps", "2", "--trace", str(tmp_path / "z.json"), ranks=ranks)
     zero1 = out.split("zero1: the collectives")[1].split("zero2:")[0]
-    zero2 = out.split("zero2: the collectives")[1]
+    zero2 = out.split("zero2: the collectives")[1].split("zero3:")[0]
+    zero3 = out.split("zero3: the collectives")[1].split("\nstep")[0]
     assert "reduce_scatter" in zero1 and "after backward" in zero1   # stage 1: after backward
     assert "backward\n" in zero2.split("all_gather")[0]              # stage 2: inside backward
     assert "optimizer step + gather" in zero2.split("all_gather")[1].splitlines()[0]
+    lines = [line.split() for line in zero3.strip().splitlines()[1:]]
+    assert ["all_gather", "forward"] in [[w[0], w[2]] for w in lines]    # stage 3: blocks
+    assert ["all_gather", "backward"] in [[w[0], w[2]] for w in lines]   # gathered twice,
+    assert ["reduce_scatter", "backward"] in [[w[0], w[2]] for w in lines]
+    assert not any(w[0] == "all_gather" and w[2] == "optimizer" for w in lines)
     assert json.loads((tmp_path / "z.json").read_text())["traceEvents"]
 
 
