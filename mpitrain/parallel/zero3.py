@@ -42,9 +42,8 @@ class FlatShard:
     """One unit's parameters of one optimizer group: a flat gathered buffer and this rank's
     shard of it."""
 
-    def __init__(self, params, world, options):
+    def __init__(self, params, world):
         self.params = params
-        self.options = options
         self.world = world
         device = params[0].device
         layout = kernels.BucketLayout([p.numel() for p in params], "float32")
@@ -122,9 +121,9 @@ class Zero3(ShardedGradients):
         for i, module in enumerate(units):
             params = [p for p in module.parameters() if p.requires_grad]
             in_units.update(id(p) for p in params)
-            self.units.append(self._unit(f"unit {i}", params, group_of, options))
+            self.units.append(self._unit(f"unit {i}", params, group_of))
         root = [p for p in trainable if id(p) not in in_units]
-        self.root = self._unit("root", root, group_of, options) if root else None
+        self.root = self._unit("root", root, group_of) if root else None
         everything = self.units + ([self.root] if self.root else [])
         for unit in everything:
             unit.free()                                 # only shards between steps
@@ -146,11 +145,12 @@ class Zero3(ShardedGradients):
             for p in unit.params:
                 self._hooks.append(p.register_post_accumulate_grad_hook(self._grad_ready))
 
-    def _unit(self, name, params, group_of, options):
+    def _unit(self, name, params, group_of):
+        """One flat shard per optimizer group among the unit's parameters."""
         by_group = {}
         for p in params:
             by_group.setdefault(group_of[id(p)], []).append(p)
-        return Unit(name, [FlatShard(ps, self.world, options[g]) for g, ps in sorted(by_group.items())])
+        return Unit(name, [FlatShard(ps, self.world) for _, ps in sorted(by_group.items())])
 
     # --------------------------------------------------------------------------- the hooks
     def _root_forward(self, module, args):
