@@ -172,13 +172,11 @@ def watch_zero3_peak(model, engine, optimizer):
     block's gradients out, the root and window + 1 blocks gathered). Returns a list that
     receives held_bytes() there: clear it before each step to catch that step's."""
     seen = []
-    reduce_scatter = engine._reduce_scatter
 
     def peek(unit):
         if not seen:
             seen.append(held_bytes(model, engine, optimizer))
-        reduce_scatter(unit)
-    engine._reduce_scatter = peek
+    engine.before_reduce_scatter.append(peek)
     return seen
 
 

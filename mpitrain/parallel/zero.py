@@ -31,6 +31,22 @@ from .buckets import plan_buckets
 from .replicate import broadcast_parameters
 
 
+def flatten(params, world):
+    """One flat float32 buffer holding `params` (16-byte slots, padded to a multiple of 4 x the
+    world size so every rank's shard is aligned), each parameter becoming a view into it.
+    Returns (buffer, each parameter's offset, elements per shard)."""
+    layout = kernels.BucketLayout([p.numel() for p in params], "float32")
+    p = world.size
+    padded = -(-max(layout.total, 1) // (4 * p)) * 4 * p
+    flat = torch.zeros(padded, dtype=torch.float32, device=params[0].device)
+    with torch.no_grad():
+        for param, off in zip(params, layout.offsets):
+            n = param.numel()
+            flat[off: off + n].copy_(param.detach().reshape(-1))
+            param.data = flat[off: off + n].view_as(param)
+    return flat, layout.offsets, padded // p
+
+
 class FlatGroup:
     """One optimizer group's parameters as views into one flat, shardable buffer."""
 
@@ -38,17 +54,7 @@ class FlatGroup:
         self.params = params
         self.options = options                       # the group's optimizer options (lr, wd...)
         device = params[0].device
-        layout = kernels.BucketLayout([p.numel() for p in params], "float32")
-        self.offsets = layout.offsets
-        p = world.size
-        padded = -(-max(layout.total, 1) // (4 * p)) * 4 * p          # aligned shards
-        self.shard = padded // p
-        self.flat = torch.zeros(padded, dtype=torch.float32, device=device)
-        with torch.no_grad():
-            for param, off in zip(params, self.offsets):
-                n = param.numel()
-                self.flat[off: off + n].copy_(param.detach().reshape(-1))
-                param.data = self.flat[off: off + n].view_as(param)
+        self.flat, self.offsets, self.shard = flatten(params, world)
         lo = world.rank * self.shard
         self.master = torch.nn.Parameter(self.flat[lo: lo + self.shard])   # a view: updates land
         self.master.grad = torch.zeros(self.shard, dtype=torch.float32, device=device)

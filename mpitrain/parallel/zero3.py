@@ -35,7 +35,7 @@ import torch
 
 from .. import kernels
 from .replicate import broadcast_parameters
-from .zero import ShardedGradients
+from .zero import ShardedGradients, flatten
 
 
 class FlatShard:
@@ -46,17 +46,8 @@ class FlatShard:
         self.params = params
         self.world = world
         device = params[0].device
-        layout = kernels.BucketLayout([p.numel() for p in params], "float32")
-        self.offsets = layout.offsets
-        p = world.size
-        self.padded = -(-max(layout.total, 1) // (4 * p)) * 4 * p
-        self.shard = self.padded // p
-        self.full = torch.zeros(self.padded, dtype=torch.float32, device=device)
-        with torch.no_grad():
-            for param, off in zip(params, self.offsets):
-                n = param.numel()
-                self.full[off: off + n].copy_(param.detach().reshape(-1))
-                param.data = self.full[off: off + n].view_as(param)
+        self.full, self.offsets, self.shard = flatten(params, world)
+        self.padded = self.full.numel()
         lo = world.rank * self.shard
         self.master = torch.nn.Parameter(self.full[lo: lo + self.shard].clone())
         self.master.grad = torch.zeros(self.shard, dtype=torch.float32, device=device)
@@ -100,8 +91,6 @@ class Unit:
 
 
 class Zero3(ShardedGradients):
-    stage = 3
-
     def __init__(self, model, world, make_optimizer, units, groups=None, window=1,
                  keep_between=False):
         if window < 0:
@@ -135,6 +124,7 @@ class Zero3(ShardedGradients):
                                          for g, masters in sorted(shards.items())])
         self._unit_of = {id(p): u for u in everything for p in u.params}
         self._reduced = set()
+        self.before_reduce_scatter = []     # callables(unit): observers (the memory report's)
         self._hooks = [model.register_forward_pre_hook(self._root_forward)]
         for k, module in enumerate(units):
             self._hooks.append(module.register_forward_pre_hook(
@@ -185,6 +175,8 @@ class Zero3(ShardedGradients):
                 unit.free()
 
     def _reduce_scatter(self, unit):
+        for observe in self.before_reduce_scatter:
+            observe(unit)
         world = self.world
         for f in unit.flats:
             flat = self._scratch(f.padded, f.master.device)
