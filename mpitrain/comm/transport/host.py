@@ -12,6 +12,17 @@ from ..algorithms.recursive_doubling import partners
 BYTE = MPI.BYTE
 
 DATA_TAG = 0x6D70
+# MPI counts are C ints: a message of 2 GiB or more overflows them (MPI_ERR_ARG / MPI_ERR_COUNT).
+# Larger messages travel as pieces of at most this many bytes; sender and receiver cut the same
+# message the same way, and MPI keeps the pieces in order.
+MAX_MESSAGE_BYTES = 1 << 30
+
+
+def pieces(buf, limit=None):
+    """A contiguous array as byte views of at most `limit` (MAX_MESSAGE_BYTES) bytes each."""
+    limit = limit or MAX_MESSAGE_BYTES
+    flat = buf.reshape(-1).view("u1")
+    return [flat[i: i + limit] for i in range(0, flat.nbytes, limit)] or [flat]
 
 
 class HostTransport:
@@ -32,16 +43,29 @@ class HostTransport:
         wd = self.watchdog
         wd.peers = (dest,)
         wd.progress += 1
-        self.comm.Send([buf, BYTE], dest, DATA_TAG)
+        if buf.nbytes <= MAX_MESSAGE_BYTES:
+            self.comm.Send([buf, BYTE], dest, DATA_TAG)
+            return
+        for piece in pieces(buf):
+            self.comm.Send([piece, BYTE], dest, DATA_TAG)
 
     def recv(self, buf, source):
         wd = self.watchdog
         wd.peers = (source,)
         wd.progress += 1
-        self.comm.Recv([buf, BYTE], source, DATA_TAG)
+        if buf.nbytes <= MAX_MESSAGE_BYTES:
+            self.comm.Recv([buf, BYTE], source, DATA_TAG)
+            return
+        for piece in pieces(buf):
+            self.comm.Recv([piece, BYTE], source, DATA_TAG)
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         wd = self.watchdog
         wd.peers = (source, dest)
         wd.progress += 1
-        self.comm.Sendrecv([sendbuf, BYTE], dest, DATA_TAG, [recvbuf, BYTE], source, DATA_TAG)
+        if max(sendbuf.nbytes, recvbuf.nbytes) <= MAX_MESSAGE_BYTES:
+            self.comm.Sendrecv([sendbuf, BYTE], dest, DATA_TAG, [recvbuf, BYTE], source, DATA_TAG)
+            return
+        requests = [self.comm.Irecv([p, BYTE], source, DATA_TAG) for p in pieces(recvbuf)]
+        requests += [self.comm.Isend([p, BYTE], dest, DATA_TAG) for p in pieces(sendbuf)]
+        MPI.Request.Waitall(requests)
