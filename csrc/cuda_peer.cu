@@ -33,7 +33,8 @@
 
 #define MT_PEER_MAX_RANKS 8
 #define MT_PEER_MAX_BLOCKS 128
-#define MT_PEER_FLAG_BYTES (MT_PEER_MAX_BLOCKS * MT_PEER_MAX_RANKS * 4)
+#define MT_PEER_ARRIVAL_ROW MT_PEER_MAX_BLOCKS   /* the flag row of the arrival kernel */
+#define MT_PEER_FLAG_BYTES ((MT_PEER_MAX_BLOCKS + 1) * MT_PEER_MAX_RANKS * 4)
 #define MT_PEER_THREADS 512
 
 enum { MT_PEER_ONE_SHOT = 0, MT_PEER_TWO_SHOT = 1, MT_PEER_REDUCE_SCATTER = 2,
@@ -83,18 +84,19 @@ __device__ __forceinline__ uint64_t now_ns()
     return t;
 }
 
-/* Block-level barrier across the ranks: thread q (< p) signals rank q and waits for rank q. */
-__device__ void peer_barrier(const PeerArgs &a, uint32_t value)
+/* Block-level barrier across the ranks, on flag row `row` (a block's own number, or the
+ * arrival row): thread q (< p) signals rank q and waits for rank q. */
+__device__ void peer_barrier(const PeerArgs &a, uint32_t value, int row)
 {
     __threadfence_system();                  /* this thread's writes are visible to every GPU */
     __syncthreads();
     const int q = threadIdx.x;
     if (q < a.p) {
         volatile uint32_t *theirs =
-            reinterpret_cast<volatile uint32_t *>(a.base[q]) + blockIdx.x * MT_PEER_MAX_RANKS + a.rank;
+            reinterpret_cast<volatile uint32_t *>(a.base[q]) + row * MT_PEER_MAX_RANKS + a.rank;
         *theirs = value;
         volatile uint32_t *mine =
-            reinterpret_cast<volatile uint32_t *>(a.base[a.rank]) + blockIdx.x * MT_PEER_MAX_RANKS + q;
+            reinterpret_cast<volatile uint32_t *>(a.base[a.rank]) + row * MT_PEER_MAX_RANKS + q;
         uint64_t start = 0;
         for (unsigned spins = 1; (int32_t)(*mine - value) < 0; spins++) {
             if ((spins & 1023u) == 0) {
@@ -102,9 +104,9 @@ __device__ void peer_barrier(const PeerArgs &a, uint32_t value)
                 if (start == 0) {
                     start = t;
                 } else if (a.timeout_ns > 0 && (int64_t)(t - start) > a.timeout_ns) {
-                    printf("mpitrain: rank %d: peer kernel block %d waited %.1f s for rank %d at "
+                    printf("mpitrain: rank %d: peer kernel flag row %d waited %.1f s for rank %d at "
                            "barrier %u; a rank died or made a different call: aborting\n",
-                           a.rank, (int)blockIdx.x, (t - start) * 1e-9, q, value);
+                           a.rank, row, (t - start) * 1e-9, q, value);
                     __trap();
                 }
             }
@@ -196,7 +198,7 @@ __device__ __forceinline__ void two_shot_push(const PeerArgs &a, int64_t g, int6
         const int64_t lo = a.bound[q], hi = a.bound[q + 1];
         copy_owned(region(q) + (int64_t)a.rank * a.slot - lo, in, lo, hi, g, G);
     }
-    peer_barrier(a, a.epoch);
+    peer_barrier(a, a.epoch, blockIdx.x);
 
     const int64_t lo = a.bound[a.rank], hi = a.bound[a.rank + 1];    /* B */
     P *mine = region(a.rank);
@@ -207,7 +209,7 @@ __device__ __forceinline__ void two_shot_push(const PeerArgs &a, int64_t g, int6
             out[i] = r;
             for (int s = 1; s < a.p; s++) region((a.rank + s) % a.p)[results + i] = r;
         });
-    peer_barrier(a, a.epoch + 1);
+    peer_barrier(a, a.epoch + 1, blockIdx.x);
 
     for (int s = 1; s < a.p; s++) {                                   /* C */
         const int q = (a.rank + s) % a.p;
@@ -229,7 +231,7 @@ __global__ void __launch_bounds__(MT_PEER_THREADS) peer_kernel(PeerArgs a)
         return;
     }
     copy_owned(mine, static_cast<const P *>(a.in), 0, a.n, g, G);
-    peer_barrier(a, a.epoch);
+    peer_barrier(a, a.epoch, blockIdx.x);
 
     auto region = [&](int q) { return reinterpret_cast<const P *>(a.base[q] + a.data_offset); };
     if (a.mode == MT_PEER_ONE_SHOT) {
@@ -237,7 +239,7 @@ __global__ void __launch_bounds__(MT_PEER_THREADS) peer_kernel(PeerArgs a)
     } else if (a.mode == MT_PEER_TWO_SHOT) {
         reduce_owned<T, OP, V>(a.p, a.bound[a.rank], a.bound[a.rank + 1], g, G, region,
                                [&](int64_t i, const P &r) { out[i] = r; mine[i] = r; });
-        peer_barrier(a, a.epoch + 1);
+        peer_barrier(a, a.epoch + 1, blockIdx.x);
         for (int s = 1; s < a.p; s++) {
             const int q = (a.rank + s) % a.p;
             copy_owned(out, region(q), a.bound[q], a.bound[q + 1], g, G);
@@ -252,6 +254,17 @@ __global__ void __launch_bounds__(MT_PEER_THREADS) peer_kernel(PeerArgs a)
             copy_owned(out + a.bound[q], region(q), 0, a.bound[q + 1] - a.bound[q], g, G);
         }
     }
+}
+
+/* The arrival barrier: one block waits until every peer has reached this call, then the call's
+ * kernel, queued behind it, starts with the peers already there. Used where collectives overlap
+ * compute (data parallel, ZeRO): ranks drift apart by a bucket or so, and the early rank's
+ * kernel would otherwise hold all its blocks' SMs spinning at its first barrier, taking them
+ * from backward; waiting here costs one SM. The value is the call's epoch (every rank the same,
+ * rising call by call), on a flag row of its own. */
+__global__ void peer_arrive_kernel(PeerArgs a)
+{
+    peer_barrier(a, a.epoch, MT_PEER_ARRIVAL_ROW);
 }
 
 template <typename T, int OP>
@@ -320,11 +333,12 @@ MT_API int mt_peer_workspace_free(void *ptr, int device)
  * two-shot chunks, the reduce-scatter blocks, or where each rank's all-gather part lands in out);
  * n: elements this rank copies in (all-gather: its own count; others: the whole input);
  * region: 0 or 1; region_bytes: each region's size. Elements are dtype (all-gather: pass bytes
- * as MT_U8). Queued on `stream`; returns without waiting. */
+ * as MT_U8). arrive_first: queue the one-block arrival barrier first (peer_arrive_kernel).
+ * Queued on `stream`; returns without waiting. */
 MT_API int mt_peer_run(int mode, void *const *bases, int rank, int p, const void *in, void *out,
                        const int64_t *bound, int64_t n, int region, int64_t region_bytes,
-                       uint32_t epoch, int blocks, int dtype, int op, double timeout_s,
-                       int device, void *stream)
+                       uint32_t epoch, int blocks, int dtype, int op, int arrive_first,
+                       double timeout_s, int device, void *stream)
 {
     if (mode < MT_PEER_ONE_SHOT || mode > MT_PEER_TWO_SHOT_PUSH) MT_FAIL("unknown peer mode %d", mode);
     if (p < 1 || p > MT_PEER_MAX_RANKS) MT_FAIL("%d ranks: the peer kernels take 1..%d", p, MT_PEER_MAX_RANKS);
@@ -378,6 +392,10 @@ MT_API int mt_peer_run(int mode, void *const *bases, int rank, int p, const void
 
     if (mt_use_device(device)) return -1;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
+    if (arrive_first && p > 1) {
+        peer_arrive_kernel<<<1, 32, 0, s>>>(a);
+        MT_CUDA_CHECK(cudaGetLastError());
+    }
     switch (dtype) {
     case MT_F64: return launch_typed<double>(a, vectorized, blocks, op, s);
     case MT_F32: return launch_typed<float>(a, vectorized, blocks, op, s);

@@ -71,6 +71,7 @@ class Communicator:
         self._peer_lane = None               # all_reduce's GPU fast lane (comm/peer.py), or None
         self._levels = None                  # node and cross-node communicators (hierarchical.py)
         self.peer_blocks = None              # most thread blocks of a peer kernel (None: env/default)
+        self.peer_arrive_first = False       # peer kernels wait for the peers on one block first
         self._trace = None                   # the open Trace (world.trace()), or None
         self._calls = 0
 
@@ -387,6 +388,7 @@ class Communicator:
             self._gpu_transport = transport or StagedTransport(self.comm, self.watchdog)
             if transport is not None and transport.peer_reason is None:
                 workspace = transport.peer_workspace(self.peer_blocks)
+                workspace.arrive_first = self.peer_arrive_first
                 if not self.debug:
                     from .peer import PeerLane
                     self._peer_lane = PeerLane(workspace, self.size, auto.PEER_ONE_SHOT_MAX_BYTES)

@@ -81,6 +81,9 @@ class PeerWorkspace:
         self.max_region_bytes = region_bytes_from_env()
         self.region_bytes = 0           # grown on demand (_ensure), up to max_region_bytes
         self.max_blocks = int(max_blocks) if max_blocks else max_blocks_from_env()
+        # wait for the peers on one block before the call's kernel (csrc/cuda_peer.cu,
+        # peer_arrive_kernel): for collectives that overlap compute
+        self.arrive_first = False
         if not 1 <= self.max_blocks <= MAX_BLOCKS:
             raise ValueError(f"rank {self.rank}: peer kernel blocks {max_blocks}: must be 1..{MAX_BLOCKS}")
         self.timeout_s = float(timeout_s)
@@ -108,7 +111,11 @@ class PeerWorkspace:
         region = min(region, self.max_region_bytes)
         lib, comm, transport = self.lib, self.comm, self.transport
         if self._own is not None:
-            check(lib, lib.mt_cuda_synchronize(self.device))
+            if self._last_stream is not None:         # this workspace's kernels run in call
+                # order (_follow), so the last stream's work done means all of it is done; the
+                # rest of the device (another communicator's kernels, the compute) runs on
+                check(lib, lib.mt_event_record(self._order_event, self.device, self._last_stream))
+                check(lib, lib.mt_event_synchronize(self._order_event, self.device))
             comm.Barrier()                            # no kernel anywhere touches the old ones
             for peer, handle in self._mapped:
                 check(lib, lib.mt_ipc_close(transport._opened.pop((peer, handle)), self.device))
@@ -146,7 +153,7 @@ class PeerWorkspace:
         check(self.lib, self.lib.mt_peer_run(
             mode, self._bases, self.rank, self.size, src, dst, self._bound, n, self._region,
             self.region_bytes, self._epoch & 0xFFFFFFFF, blocks, dtype_code, op_code,
-            self.timeout_s, self.device, stream))
+            int(self.arrive_first), self.timeout_s, self.device, stream))
         self._epoch += 2 if mode in (TWO_SHOT, TWO_SHOT_PUSH) else 1
         self._region ^= 1
 

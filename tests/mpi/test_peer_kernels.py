@@ -121,6 +121,43 @@ def test_calls_alternating_between_streams_keep_their_order(peer_world):
     verdict(world, failures)
 
 
+def test_arrival_barrier_first_with_ranks_drifting_apart(peer_world):
+    """peer_arrive_first (data parallel's and ZeRO's communicators): each kernel is queued
+    behind a one-block wait for the peers. Ranks held up in turn by sleeps, many calls of every
+    collective, each result against the oracle."""
+    comm = peer_world.dup()
+    comm.peer_arrive_first = True
+    comm.peer_blocks = 8
+    assert comm.peer_kernels_reason(torch.cuda.current_device()) is None
+    p, r = comm.size, comm.rank
+    rng = np.random.default_rng(99)
+    failures = []
+    for i in range(60):
+        count = int(rng.integers(1, 200_000))
+        if i % 7 == r % 7:
+            torch.cuda._sleep(1_000_000)                      # this rank arrives late this time
+        x = make_input("float32", count, seed=r * 7919 + i)
+        g = gpu(x)
+        if i % 3 == 0:
+            comm.all_reduce(g, algorithm=("one_shot", "two_shot_push", "two_shot")[i % 9 // 3])
+            got, expected = g, reduce_reference(comm.mpi_comm.allgather(x), "sum", "float32", p)
+        elif i % 3 == 1:
+            k = -(-count // p)
+            full = gpu(np.resize(x, k * p))
+            out = torch.empty(k, device="cuda")
+            comm.reduce_scatter(full, out, algorithm="peer")
+            everyone = [np.resize(y, k * p) for y in comm.mpi_comm.allgather(x)]
+            got = out
+            expected = reduce_reference(everyone, "sum", "float32", p)[r * k: (r + 1) * k]
+        else:
+            out = torch.empty(count * p, device="cuda")
+            comm.all_gather(g, out, algorithm="peer")
+            got, expected = out, np.concatenate(comm.mpi_comm.allgather(x))
+        if not matches(got.cpu().numpy(), expected, "float32", "sum"):
+            failures.append(i)
+    verdict(comm, failures)
+
+
 def test_uneven_counts_in_place_and_overlapping(peer_world):
     world = peer_world
     p, r = world.size, world.rank
