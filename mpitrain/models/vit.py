@@ -110,9 +110,12 @@ class VisionTransformer(nn.Module):
         each block's backward is then its own compiled graph, so its gradients reach
         post-accumulate-grad hooks as soon as it finishes, and the data-parallel engine
         overlaps their all-reduce with the rest of backward. (One graph for the whole model
-        hands every gradient over at the very end.) Compiles one block's code once."""
+        hands every gradient over at the very end.) Compiles one block's code once. Only the
+        blocks' forward is compiled, not their __call__: module hooks (ZeRO-3's and FSDP2's
+        gathers) stay outside the graph, in eager Python."""
+        import torch
         for block in self.blocks:
-            block.compile()
+            block.forward = torch.compile(block.forward)
         return self
 
     def forward_head(self, x):

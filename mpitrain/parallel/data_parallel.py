@@ -15,11 +15,12 @@ The path of one gradient (ARCHITECTURE.md):
      the CUDA kernels reduce them),
      while the main thread goes on with backward; buckets are handed over strictly in plan
      order, so every rank all-reduces the same bucket at the same position;
-  4. when autograd finishes, a callback it runs at the end of backward waits for the thread
-     and unpacks every bucket into p.grad (float32 again when the wire was 16-bit).
+  4. on a GPU each bucket is unpacked into p.grad (float32 again when the wire was 16-bit) on
+     the communication stream right after its all-reduce; when autograd finishes, a callback it
+     runs at the end of backward waits for the thread and makes the compute stream wait for
+     the unpacks (on the host it unpacks every bucket there).
 """
 import contextlib
-import os
 import time
 
 import torch
@@ -29,6 +30,7 @@ from .buckets import WIRE_DTYPES, describe_plan, plan_buckets
 from .comm_thread import CommThread
 from .naive_data_parallel import NaiveDataParallel
 from .replicate import broadcast_parameters
+from .streams import overlapping_comm
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PACKABLE = (torch.float32, torch.bfloat16, torch.float16)
@@ -87,13 +89,14 @@ class DataParallel:
         self.first_cap_bytes = max(1, int(first_bucket_mb * 2**20))
         self.find_unused = find_unused_parameters
         self.verbose = verbose
-        self.comm = world.dup()                     # the thread's own message space
-        # GPU peer kernels run beside backward: fewer blocks leave SMs to the compute (vit_l16
-        # compiled on 2x H200: 67.7 ms a step with 128 blocks, 65.6 with 32, 67.1 with 16)
-        self.comm.peer_blocks = int(os.environ.get("MPITRAIN_DP_PEER_BLOCKS", "32"))
+        # the thread's own message space. GPU peer kernels run beside backward: fewer blocks
+        # leave SMs to the compute (vit_l16 compiled on 2x H200: 67.7 ms a step with 128
+        # blocks, 65.6 with 32, 67.1 with 16), and as ranks drift apart in backward the early
+        # rank's kernel waits for its peer on one SM, not on 32 (bench/RESULTS.md)
+        self.comm = overlapping_comm(world)
         self.overlap = overlap and _threads_allowed()
         self.thread = CommThread("mpitrain-dp") if self.overlap else None
-        self.side_stream = None          # GPU: packs and unpacks
+        self.side_stream = None          # GPU: packs
         self.comm_stream = None          # GPU: the communication thread's collectives
         self._sync = True
         self._in_backward = False
@@ -180,7 +183,7 @@ class DataParallel:
         else:
             plan.pack(scale=scale)
         bucket.launched = True
-        job = _all_reduce_job(self.comm, bucket, self.comm_stream)
+        job = _all_reduce_job(self.comm, bucket, self.comm_stream, plan)
         if self.thread is not None:
             self.thread.submit(job, f"bucket {bucket.index}")
         else:
@@ -232,13 +235,14 @@ class DataParallel:
         self._unused_here = set()
 
     def _unpack_all(self):
+        """GPU buckets were unpacked on the communication stream right after their all-reduce
+        (not all at the end, where nothing hides it): the compute stream waits for that stream.
+        Host buckets are unpacked here."""
         gpu = [b for b in self.buckets if b.on_gpu]
         if gpu:
             compute = torch.cuda.current_stream(gpu[0].spec.device)
             for b in gpu:
-                self.side_stream.wait_event(b.reduced)
-                b.pack_plan().unpack(stream=self.side_stream)
-            compute.wait_stream(self.side_stream)
+                compute.wait_event(b.reduced)
         for b in self.buckets:
             if not b.on_gpu:
                 b.pack_plan().unpack()
@@ -255,7 +259,7 @@ class DataParallel:
             self.thread.close()
 
 
-def _all_reduce_job(comm, bucket, comm_stream):
+def _all_reduce_job(comm, bucket, comm_stream, plan):
     def job():
         if not bucket.on_gpu:
             comm.all_reduce(bucket.wire, op="sum")   # already scaled by 1/world at packing
@@ -263,6 +267,7 @@ def _all_reduce_job(comm, bucket, comm_stream):
         with torch.cuda.device(comm_stream.device), torch.cuda.stream(comm_stream):
             comm_stream.wait_event(bucket.packed)    # GPU-side wait: the thread does not block
             comm.all_reduce(bucket.wire, op="sum")
+            plan.unpack(stream=comm_stream)          # the bucket's .grad final, during backward
             bucket.reduced.record(comm_stream)
     return job
 

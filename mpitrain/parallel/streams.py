@@ -1,0 +1,36 @@
+"""Collectives beside compute, on a GPU: their own stream, and a communicator whose peer
+kernels leave the SMs to the compute. Used by data parallel, ZeRO-2 and ZeRO-3.
+
+    with on_stream(stream):            # after the work queued so far on the current stream
+        comm.reduce_scatter(...)
+    join(stream)                        # the current stream waits for it (before the update)
+"""
+import contextlib
+import os
+
+import torch
+
+
+def overlapping_comm(world):
+    """A communicator of its own for collectives that run beside compute: its GPU peer kernels
+    take few SMs (MPITRAIN_DP_PEER_BLOCKS, default 32) and wait for their peers on one block
+    first (MPITRAIN_PEER_ARRIVE_FIRST=0 turns that off)."""
+    comm = world.dup()
+    comm.peer_blocks = int(os.environ.get("MPITRAIN_DP_PEER_BLOCKS", "32"))
+    comm.peer_arrive_first = os.environ.get("MPITRAIN_PEER_ARRIVE_FIRST", "1") != "0"
+    return comm
+
+
+def on_stream(stream):
+    """Run on `stream` (a CUDA stream), after the work queued so far on the current one; a
+    no-op context for None (host memory)."""
+    if stream is None:
+        return contextlib.nullcontext()
+    stream.wait_stream(torch.cuda.current_stream(stream.device))
+    return torch.cuda.stream(stream)
+
+
+def join(stream):
+    """The current stream waits for everything queued on `stream` (None: nothing to do)."""
+    if stream is not None:
+        torch.cuda.current_stream(stream.device).wait_stream(stream)
