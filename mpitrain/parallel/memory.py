@@ -7,7 +7,8 @@ parameters are fp32 and *are* the master weights, bf16 exists only as autocast's
 
     item                      dp            zero1               zero2                zero3
     parameters (fp32)         4 Psi         4 Psi               4 Psi                4 Psi/p + gathered
-    gradients (fp32)          4 Psi         4 Psi + 4 Psi/p     4 Psi/p + one bucket 4 Psi/p + one unit x 2
+    gradients (fp32)          4 Psi         4 Psi + 4 Psi/p     4 Psi/p + one bucket one unit x 2 (+ 4 Psi/p
+                                                                                      from backward to step)
                                             (packed copy + shard)
     optimizer (AdamW: 2 x 4)  8 Psi         8 Psi/p             8 Psi/p              8 Psi/p  (SGD: 4)
     wire buckets              w Psi         -                   -                    -  (w: grad dtype bytes)
@@ -65,7 +66,9 @@ def _largest_param(cfg):
 
 
 def activation_bytes(cfg, micro_batch, precision, checkpoint_activations=False):
-    """(activations kept for backward, backward temporaries) in bytes, one rank."""
+    """(activations kept for backward, backward temporaries) in bytes, one rank. (With bf16
+    parameters the residual stream is bf16, but each norm's fp32 cast of it is what is kept:
+    the same bytes.)"""
     D, M, N, B = cfg.embed_dim, cfg.mlp_dim, cfg.tokens, micro_batch
     half = precision in ("bf16", "fp16")
     act = 2 if half else 4
@@ -86,8 +89,9 @@ def _block_params(cfg):
 
 def predict(cfg, parallel, world_size, micro_batch, precision="fp32", optimizer="adamw",
             grad_dtype="fp32", bucket_mb=25.0, checkpoint_activations=False, window=1,
-            keep_between=False):
-    """The items of one rank's peak and the peak itself: ([Item], peak bytes)."""
+            keep_between=False, param_dtype="fp32"):
+    """The items of one rank's peak and the peak itself: ([Item], peak bytes). param_dtype
+    (zero3): the dtype blocks are gathered and computed in."""
     psi = cfg.count_params()
     p = world_size
     stage = parallel if parallel.startswith("zero") else "dp"
@@ -107,11 +111,15 @@ def predict(cfg, parallel, world_size, micro_batch, precision="fp32", optimizer=
         root = psi - cfg.depth * block
         gathered = cfg.depth * block if keep_between else min(cfg.depth, window + 1) * block
         shard = -(-psi // p)
+        pb = 2 if param_dtype == "bf16" else 4
         items.clear()
-        items.append(Item("parameters", 4 * shard + 4 * (root + gathered),
-                          f"fp32 shards + root + {'every block' if keep_between else f'{window + 1} block(s)'} gathered"))
-        items.append(Item("gradients", 4 * shard + 2 * 4 * max(block, root),
-                          "this rank's shard + one unit's .grad and its packed copy"))
+        items.append(Item("parameters", 4 * shard + pb * (root + gathered),
+                          f"fp32 shards + root + {'every block' if keep_between else f'{window + 1} block(s)'} "
+                          f"gathered in {param_dtype}"))
+        items.append(Item("gradients", (pb + wire) * max(block, root),
+                          f"one unit's .grad ({param_dtype}) and its packed copy ({grad_dtype}); "
+                          f"+ the shard's {4 * shard / GB:.3f} GiB as backward ends"))
+        grads_at_end = 4 * shard                  # the shard gradients, made by the reduce-scatters
         items.append(Item("optimizer state", opt_per_param * shard, f"{optimizer}, 1/{p}"))
     else:
         shard = -(-psi // (4 * p)) * 4
@@ -123,7 +131,8 @@ def predict(cfg, parallel, world_size, micro_batch, precision="fp32", optimizer=
             items.append(Item("gradients", 4 * shard + bucket, "this rank's shard + one bucket"))
             grads_at_end = bucket                                     # the bucket's .grad
         items.append(Item("optimizer state", opt, f"{optimizer}, 1/{p}"))
-    casts = 2 * _matrix_params(cfg) if precision in ("bf16", "fp16") else 0
+    bf16_params = stage == "zero3" and param_dtype == "bf16"
+    casts = 2 * _matrix_params(cfg) if precision in ("bf16", "fp16") and not bf16_params else 0
     if casts:
         items.append(Item("16-bit weight copies", casts, "autocast, held until backward"))
     kept, temporaries = activation_bytes(cfg, micro_batch, precision, checkpoint_activations)

@@ -29,6 +29,7 @@ import torch
 from .. import kernels
 from .buckets import plan_buckets
 from .replicate import broadcast_parameters
+from .streams import join, on_stream, overlapping_comm
 
 
 def flatten(params, world):
@@ -69,20 +70,43 @@ class FlatGroup:
         return counts, max(start, lo) - lo
 
 
+REDUCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def reduce_dtype_of(name, rank):
+    if name not in REDUCE_DTYPES:
+        raise ValueError(f"rank {rank}: reduce dtype {name!r}: choose from {', '.join(REDUCE_DTYPES)}")
+    return REDUCE_DTYPES[name]
+
+
 class ShardedGradients:
-    """What the stages share: the accumulation switch and one reused packing buffer."""
+    """What the stages share: the accumulation switch, one reused packing buffer, and the
+    reduce-scatter in the reduction dtype (gradients travel and are summed in it; the shard's
+    gradient is float32 again)."""
 
     _sync = True
     _bucket_buffer = None
+    reduce_dtype = torch.float32
 
     def _scratch(self, count, device):
         """One reused buffer for the gradients being reduce-scattered (one bucket or unit at a
-        time, inline), zeroed where the padding between slots must contribute nothing."""
-        if self._bucket_buffer is None or self._bucket_buffer.numel() < count:
-            self._bucket_buffer = torch.zeros(count, dtype=torch.float32, device=device)
-        flat = self._bucket_buffer[:count]
+        time), zeroed where the padding between slots must contribute nothing."""
+        buf = self._bucket_buffer
+        if buf is None or buf.numel() < count or buf.dtype != self.reduce_dtype:
+            self._bucket_buffer = buf = torch.zeros(count, dtype=self.reduce_dtype, device=device)
+        flat = buf[:count]
         flat.zero_()
         return flat
+
+    def _reduce_scatter_into(self, comm, flat, shard_grad, counts):
+        """Reduce-scatter `flat` (the reduction dtype) so this rank's part lands in shard_grad
+        (float32): directly when the dtypes agree, else through a temporary of the wire dtype."""
+        if flat.dtype == shard_grad.dtype:
+            comm.reduce_scatter_v(flat, shard_grad, counts)
+            return
+        wire = torch.empty(shard_grad.numel(), dtype=flat.dtype, device=flat.device)
+        comm.reduce_scatter_v(flat, wire, counts)
+        shard_grad.copy_(wire)
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -96,10 +120,12 @@ class ShardedGradients:
 
 
 class Zero(ShardedGradients):
-    def __init__(self, model, world, make_optimizer, stage=1, groups=None, bucket_mb=25.0):
+    def __init__(self, model, world, make_optimizer, stage=1, groups=None, bucket_mb=25.0,
+                 reduce_dtype="fp32"):
         if stage not in (1, 2):
-            raise ValueError(f"ZeRO stage {stage}: stages 1 and 2 are built (3 is not yet)")
+            raise ValueError(f"ZeRO stage {stage}: stages 1 and 2 here (3: apply_zero3)")
         self.world = world
+        self.reduce_dtype = reduce_dtype_of(reduce_dtype, world.rank)
         self.stage = stage
         trainable = [p for p in model.parameters() if p.requires_grad]
         for p in trainable:
@@ -114,8 +140,12 @@ class Zero(ShardedGradients):
         self._hooks = []
         self._reduced = set()            # stage 2: buckets reduce-scattered since zero_grad
         self._bucket_buffer = None
+        self.stream, self.comm = None, world
         if stage == 2:
             self._plan_stage2(bucket_mb)
+            device = self.groups[0].flat.device
+            if device.type == "cuda":    # reduce-scatters beside backward, on their own stream
+                self.stream, self.comm = torch.cuda.Stream(device), overlapping_comm(world)
 
     # ------------------------------------------------------------------------------ stage 2
     def _plan_stage2(self, bucket_mb):
@@ -150,16 +180,22 @@ class Zero(ShardedGradients):
             self._reduced.add(bucket["index"])
 
     def _reduce_scatter_bucket(self, bucket):
+        """Pack the bucket's gradients and reduce-scatter them into the owners' shards; on a
+        GPU on the communication stream, after the backward queued so far, so the rest of
+        backward goes on meanwhile."""
         g, world = bucket["group"], self.world
         start, stop = bucket["start"], bucket["stop"]
-        flat = self._scratch(stop - start, g.flat.device)
-        kernels.PackPlan([p.grad for p in bucket["params"]], flat, bucket["offsets"]).pack(
-            scale=1.0 / world.size)
-        counts, at = g.counts_in_shards(start, stop, world)
-        mine = g.master.grad[at: at + counts[world.rank]]
-        world.reduce_scatter_v(flat, mine if counts[world.rank] else g.master.grad[:0], counts)
-        for p in bucket["params"]:
-            p.grad = None                   # the gradient memory this rank does not own
+        with on_stream(self.stream):
+            flat = self._scratch(stop - start, g.flat.device)
+            kernels.PackPlan([p.grad for p in bucket["params"]], flat, bucket["offsets"]).pack(
+                scale=1.0 / world.size)
+            counts, at = g.counts_in_shards(start, stop, world)
+            mine = g.master.grad[at: at + counts[world.rank]]
+            self._reduce_scatter_into(self.comm, flat, mine, counts)
+            for p in bucket["params"]:
+                if self.stream is not None:
+                    p.grad.record_stream(self.stream)   # read there: not reused before it is
+                p.grad = None               # the gradient memory this rank does not own
 
     # --------------------------------------------------------------------------- the step
     def synchronize(self):
@@ -172,17 +208,19 @@ class Zero(ShardedGradients):
                 raise RuntimeError(f"rank {self.world.rank}: ZeRO-2: {len(missing)} gradient "
                                    f"bucket(s) never completed: a trainable parameter got no "
                                    f"gradient in backward")
+            join(self.stream)
             return
         world = self.world
         for g in self.groups:
             if g.grad_flat is None:
-                g.grad_flat = torch.zeros_like(g.flat)
+                g.grad_flat = torch.zeros_like(g.flat, dtype=self.reduce_dtype)
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in g.params]
             kernels.PackPlan(grads, g.grad_flat, g.offsets).pack(scale=1.0 / world.size)
-            world.reduce_scatter(g.grad_flat, g.master.grad)
+            self._reduce_scatter_into(world, g.grad_flat, g.master.grad, [g.shard] * world.size)
 
     def step(self):
         """Update this rank's shard, then gather every shard into every rank's parameters."""
+        join(self.stream)
         self.optimizer.step()
         world = self.world
         for g in self.groups:
@@ -190,6 +228,7 @@ class Zero(ShardedGradients):
             world.all_gather(g.flat[lo: lo + g.shard], g.flat)
 
     def zero_grad(self):
+        join(self.stream)
         self._reduced = set()
         for g in self.groups:
             g.master.grad.zero_()
@@ -202,10 +241,11 @@ class Zero(ShardedGradients):
 
 
 def apply_zero(model, world, make_optimizer, stage=1, groups=None, bucket_mb=25.0,
-               broadcast=True):
+               broadcast=True, reduce_dtype="fp32"):
     """Broadcast rank 0's weights, shard the optimizer (stage 1) and the gradients (stage 2).
     make_optimizer(param_groups) builds the optimizer over this rank's flat shards; `groups`
-    are the model's parameter groups with their options (default: one group)."""
+    are the model's parameter groups with their options (default: one group); reduce_dtype
+    (fp32 | bf16 | fp16) is the dtype gradients are reduce-scattered in."""
     if broadcast:
         broadcast_parameters(model, world)
-    return Zero(model, world, make_optimizer, stage, groups, bucket_mb)
+    return Zero(model, world, make_optimizer, stage, groups, bucket_mb, reduce_dtype)

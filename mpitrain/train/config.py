@@ -33,6 +33,7 @@ class TrainConfig:
     weight_decay: float = 0.05       # decoupled weight decay (adamw), L2 (sgd)
     precision: str = "fp32"          # fp32 | bf16 | fp16 (autocast; fp16 with loss scaling)
     compile: bool = False            # torch.compile the model
+    compile_piece_mb: float = 100.0  # --compile on several ranks: parameter MB per compiled piece, each with its own backward (0: each block)
     checkpoint_activations: bool = False   # recompute each block in backward to save memory
     seed: int = 0                    # model init and data order (identical on every rank)
     eval_every: int = 0              # steps between test evaluations (0: at each epoch's end)
@@ -42,12 +43,13 @@ class TrainConfig:
     parallel: str = "dp"             # dp (bucketed, overlapped) | dp-naive (per-parameter, after backward) | zero1 | zero2 | zero3
     bucket_mb: float = 25.0          # dp: gradient bucket cap in MB (one bucket per parameter when tiny)
     first_bucket_mb: float = 1.0     # dp: cap of the first bucket (the last layers), sent earliest
-    grad_dtype: str = "fp32"         # dp: gradients on the wire: fp32 | bf16 | fp16 (averaged, cast back)
+    grad_dtype: str = "fp32"         # dp: gradients on the wire; zero1-3: the reduce-scatter's dtype: fp32 | bf16 | fp16 (averaged, cast back)
     find_unused_parameters: bool = False   # dp: parameters without a gradient count as zero (else an error)
     no_overlap: bool = False         # dp: all-reduce each bucket on the main thread (no communication thread)
     verbose: bool = False            # print the data-parallel bucket plan and per-step wait time
     zero3_window: int = 1            # zero3: blocks gathered ahead of the one computing (0: none)
     zero3_keep_between: bool = False   # zero3: keep each block gathered from its forward to its backward
+    param_dtype: str = "fp32"        # zero3: parameters all-gathered and computed in fp32 | bf16 (shards and optimizer stay fp32)
     checkpoint_dir: str = ""         # save checkpoints here (each rank its shard; any world size resumes)
     checkpoint_every: int = 0        # steps between checkpoints (0: only at the end)
     checkpoint_keep: int = 3         # newest checkpoints kept; older ones are deleted
@@ -67,9 +69,14 @@ class TrainConfig:
             raise ConfigError(f"--optimizer {self.optimizer}: choose adamw or sgd")
         if self.parallel not in PARALLEL:
             raise ConfigError(f"--parallel {self.parallel}: choose from {', '.join(PARALLEL)}")
-        if self.parallel == "zero3" and self.compile:
-            raise ConfigError("--parallel zero3 with --compile: not built yet (the gather hooks "
-                              "run in eager mode)")
+        if self.param_dtype not in ("fp32", "bf16"):
+            raise ConfigError(f"--param-dtype {self.param_dtype}: choose fp32 or bf16")
+        if self.param_dtype != "fp32" and self.parallel != "zero3":
+            raise ConfigError(f"--param-dtype {self.param_dtype} is for --parallel zero3 (the "
+                              f"other modes keep float32 parameters); got --parallel {self.parallel}")
+        if self.param_dtype == "bf16" and self.precision != "bf16":
+            raise ConfigError(f"--param-dtype bf16 computes in bf16: use it with --precision "
+                              f"bf16, got --precision {self.precision}")
         if self.zero3_window < 0:
             raise ConfigError(f"--zero3-window must be >= 0, got {self.zero3_window}")
         if self.parallel.startswith("zero") and self.precision == "fp16":

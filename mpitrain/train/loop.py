@@ -20,6 +20,7 @@ from ..comm.world import cores_per_rank
 from ..data import ShardedSampler, load_dataset
 from ..data.sampler import eval_indices
 from ..models import VARIANTS, VisionTransformer, ViTConfig
+from ..models.split_compile import compile_in_pieces
 from ..parallel import (SingleRank, Zero, Zero3, apply_data_parallel, apply_zero, apply_zero3,
                         memory)
 from .config import ConfigError
@@ -74,11 +75,13 @@ def make_parallel(cfg, model, world, device):
     if cfg.parallel == "zero3":
         zero = apply_zero3(model, world, lambda shard_groups: make_optimizer(cfg, shard_groups, device),
                            units=model.blocks, groups=groups, window=cfg.zero3_window,
-                           keep_between=cfg.zero3_keep_between)
+                           keep_between=cfg.zero3_keep_between, param_dtype=cfg.param_dtype,
+                           reduce_dtype=cfg.grad_dtype)
         return zero, zero.optimizer
     if cfg.parallel.startswith("zero"):
         zero = apply_zero(model, world, lambda shard_groups: make_optimizer(cfg, shard_groups, device),
-                          stage=int(cfg.parallel[-1]), groups=groups, bucket_mb=cfg.bucket_mb)
+                          stage=int(cfg.parallel[-1]), groups=groups, bucket_mb=cfg.bucket_mb,
+                          reduce_dtype=cfg.grad_dtype)
         return zero, zero.optimizer
     dp = SingleRank() if world.size == 1 else apply_data_parallel(
         model, world, cfg.bucket_mb, cfg.first_bucket_mb, cfg.grad_dtype,
@@ -106,7 +109,7 @@ def memory_report(cfg, mcfg, world, device, rss_before_model, measure):
     items, peak = memory.predict(mcfg, parallel, world.size, cfg.micro_batch_size, cfg.precision,
                                  cfg.optimizer, cfg.grad_dtype, cfg.bucket_mb,
                                  cfg.checkpoint_activations, cfg.zero3_window,
-                                 cfg.zero3_keep_between)
+                                 cfg.zero3_keep_between, cfg.param_dtype)
     text = memory.report(items, peak, measured, how, world.rank, parallel, world.size)
     for t in world.mpi_comm.gather(text, root=0) or []:
         world.print0(t)
@@ -165,8 +168,13 @@ def train(cfg, world):
     dp, optimizer = make_parallel(cfg, model, world, device)
     zero = dp if isinstance(dp, (Zero, Zero3)) else None
     step_model = model
-    if cfg.compile:        # with other ranks: block by block, so gradients still come per block
-        step_model = model.compile_blocks() if world.size > 1 else torch.compile(model)
+    if cfg.compile:        # with other ranks: in pieces, so gradients still come piece by piece
+        if world.size == 1:
+            step_model = torch.compile(model)
+        elif cfg.parallel == "zero3" or cfg.compile_piece_mb <= 0:
+            step_model = model.compile_blocks()          # ZeRO-3's gather hooks stay eager
+        else:
+            step_model = compile_in_pieces(model, cfg.compile_piece_mb)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     per_rank_batch = cfg.micro_batch_size * cfg.grad_accum

@@ -80,10 +80,12 @@ def param_hash(model):
     return h.hexdigest()
 
 
-def run_steps(world, model, engine, zero_grad, step, accum=1, digest=param_hash):
+def run_steps(world, model, engine, zero_grad, step, accum=1, digest=param_hash,
+              forward_context=contextlib.nullcontext):
     """STEPS steps, PER_RANK images per rank in `accum` micro-batches (all but the last under
     engine.no_sync()); returns the losses averaged over ranks and whether every step left
-    bitwise-identical parameters on every rank (digest(model): their hash)."""
+    bitwise-identical parameters on every rank (digest(model): their hash). Each forward runs
+    inside forward_context() (autocast, for 16-bit parameters)."""
     losses, identical = [], True
     micro = PER_RANK // accum
     for n in range(STEPS):
@@ -94,7 +96,8 @@ def run_steps(world, model, engine, zero_grad, step, accum=1, digest=param_hash)
         local = 0.0
         for m in range(accum):
             part = slice(m * micro, (m + 1) * micro)
-            loss = F.cross_entropy(model(x[part]), y[part]) / accum
+            with forward_context():
+                loss = F.cross_entropy(model(x[part]), y[part]) / accum
             with contextlib.nullcontext() if m == accum - 1 else engine.no_sync():
                 loss.backward()
             local += loss.item()

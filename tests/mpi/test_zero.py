@@ -29,11 +29,11 @@ def make_optimizer(kind):
     return lambda groups: torch.optim.SGD(groups, lr=0.05, momentum=0.9)
 
 
-def zero_run(world, stage, accum=1, optimizer="sgd", bucket_mb=25.0):
+def zero_run(world, stage, accum=1, optimizer="sgd", bucket_mb=25.0, reduce_dtype="fp32"):
     model = make_model(seed=0 if world.rank == 0 else 100 + world.rank)
     groups = groups_of(model) if optimizer == "sgd" else None
     zero = apply_zero(model, world, make_optimizer(optimizer), stage=stage, groups=groups,
-                      bucket_mb=bucket_mb)
+                      bucket_mb=bucket_mb, reduce_dtype=reduce_dtype)
     losses, identical = run_steps(world, model, zero, zero.zero_grad, zero.step, accum)
     state = sum(v.numel() for s in zero.optimizer.state.values() for v in s.values()
                 if torch.is_tensor(v) and v.ndim)
@@ -89,6 +89,15 @@ def test_zero2_releases_gradients_and_reports_a_missing_one(world):
     zero.close()
     ok, why = all_agree(world, released and raised, f"released={released} raised={raised}")
     assert ok, why
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_bf16_reduction_within_its_tolerance(world, sgd_reference, stage):
+    """Gradients reduce-scattered in bfloat16 (reduce_dtype): losses within 1% of one process,
+    parameters within 2e-2 (the data-parallel bf16 wire's tolerance)."""
+    losses, params, identical, _, _ = zero_run(world, stage, bucket_mb=0.004 if stage == 2 else 25.0,
+                                               reduce_dtype="bf16")
+    compare(world, losses, params, identical, sgd_reference, rtol=1e-2, atol=2e-2)
 
 
 @needs_gpu

@@ -49,6 +49,17 @@ def test_resume_continues_the_loss_sequence(tmp_path, uninterrupted, save, resum
     assert first + second == pytest.approx(uninterrupted, rel=1e-5)
 
 
+def test_zero3_with_bf16_parameters_saves_the_float32_masters(tmp_path):
+    """bf16 compute and communication, float32 shards: a resume must continue exactly, which
+    it only does when the checkpoint holds the float32 masters, not their bf16 copies."""
+    mixed = ["--parallel", "zero3", "--precision", "bf16", "--param-dtype", "bf16"]
+    full, _ = train(tmp_path, 2, "full", *mixed)
+    ck = tmp_path / "ck"
+    first, _ = train(tmp_path, 2, "first", *mixed, "--checkpoint-dir", str(ck), "--stop-at-step", "4")
+    second, _ = train(tmp_path, 2, "second", *mixed, "--checkpoint-dir", str(ck), "--resume")
+    assert first + second == pytest.approx(full, rel=1e-5)
+
+
 def test_bad_checkpoints_are_refused_by_name(tmp_path):
     ck = tmp_path / "ck"
     train(tmp_path, 2, "save", "--checkpoint-dir", str(ck), "--stop-at-step", "2",

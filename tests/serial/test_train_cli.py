@@ -25,7 +25,8 @@ def losses(tmp_path, ranks, extra=()):
     (2, ("--no-overlap",)), (2, ("--parallel", "zero1")),
     (3, ("--parallel", "zero2", "--grad-accum", "2", "--bucket-mb", "0.01")),
     (3, ("--parallel", "zero3")),
-    (2, ("--parallel", "zero3", "--grad-accum", "2", "--zero3-window", "0", "--zero3-keep-between"))])
+    (2, ("--parallel", "zero3", "--grad-accum", "2", "--zero3-window", "0", "--zero3-keep-between")),
+    (2, ("--compile", "--compile-piece-mb", "0.05")), (2, ("--parallel", "zero3", "--compile"))])
 def test_n_ranks_follow_the_single_process_loss_sequence(tmp_path, ranks, extra):
     single, _ = losses(tmp_path, 1)
     multi, proc = losses(tmp_path, ranks, extra)
@@ -41,7 +42,9 @@ def test_n_ranks_follow_the_single_process_loss_sequence(tmp_path, ranks, extra)
      r"--batch-size 32 is not divisible by 2 ranks x --micro-batch-size 5"),
     (["vit_digits", "--data", "cifar10", "--data-dir", "/nonexistent"],
      r"CIFAR-10 file missing: /nonexistent/data_batch_1"),
-    (["vit_digits", "--parallel", "zero3", "--compile"], r"--parallel zero3 with --compile: not built yet"),
+    (["vit_digits", "--param-dtype", "bf16"], r"--param-dtype bf16 is for --parallel zero3"),
+    (["vit_digits", "--parallel", "zero3", "--param-dtype", "bf16"],
+     r"--param-dtype bf16 computes in bf16: use it with --precision bf16"),
     (["vit_digits", "--parallel", "zero3", "--zero3-window", "-1"], r"--zero3-window must be >= 0, got -1"),
     (["vit_digits", "--grad-dtype", "int8"], r"--grad-dtype int8: choose from fp32, bf16, fp16"),
     (["vit_digits", "--bucket-mb", "0"], r"--bucket-mb must be > 0, got 0"),
@@ -74,7 +77,7 @@ def test_help_lists_every_flag():
                  "--parallel", "--bucket-mb", "--first-bucket-mb", "--grad-dtype",
                  "--find-unused-parameters", "--no-overlap", "--verbose", "--checkpoint-keep",
                  "--checkpoint-every", "--stop-at-step", "--memory-report", "--zero3-window",
-                 "--zero3-keep-between"):
+                 "--zero3-keep-between", "--param-dtype", "--compile-piece-mb"):
         assert flag in out
 
 
