@@ -79,11 +79,28 @@ for step in $steps; do
     dp-bench) $MPIRUN -x MPITRAIN_PEER_BLOCKS -n $NGPU $PYFULL -m mpitrain.bench train vit_b16 --precision bf16 \
              --batch-size $((64 * NGPU)) --impl mpitrain,ddp,local --rounds 3 --steps 10 \
              --json "$OUT/dp-bench-vit_b16.json" 2>&1 | grep -v Warning | tee "$OUT/dp-bench-vit_b16.txt" ;;
-    compile-bench) $MPIRUN -x MPITRAIN_PEER_BLOCKS -n $NGPU $PYFULL -m mpitrain.bench train vit_l16 \
-             --precision bf16 --batch-size $((64 * NGPU)) --impl mpitrain,ddp,local --compile \
-             --rounds ${ROUNDS:-1} --steps 20 --warmup 5 --json "$OUT/compile-bench-vit_l16${TAG:-}.json" 2>&1 \
-             | grep -v -i "warn" | tail -8 | tee "$OUT/compile-bench-vit_l16${TAG:-}.txt" ;;
-    memory) for par in dp zero1 zero2; do
+    compile-bench) $MPIRUN -x MPITRAIN_PEER_BLOCKS -x MPITRAIN_PEER_KERNELS -n $NGPU $PYFULL -m mpitrain.bench \
+             train vit_l16 --precision bf16 --batch-size $((64 * NGPU)) --impl ${IMPLS:-mpitrain,ddp,local} \
+             --compile --rounds ${ROUNDS:-1} --steps 20 --warmup 5 ${PROFILE:+--profile} \
+             --grad-dtype ${GRAD:-fp32} --json "$OUT/compile-bench-vit_l16${TAG:-}.json" 2>&1 \
+             | grep -v -i "warn" | grep -v "^\[rank" | tee "$OUT/compile-bench-vit_l16${TAG:-}.txt" ;;
+    zero3-tests) MPITRAIN_TIMEOUT=120 timeout 500 $MPIRUN -n ${RANKS:-2} $PYFULL -m pytest -q \
+             -p no:cacheprovider --with-mpi --color=no tests/mpi/test_zero3.py tests/mpi/test_zero.py tests/mpi/test_data_parallel.py \
+             tests/mpi/test_peer_kernels.py tests/mpi/test_memory.py 2>&1 \
+             | grep -a -E "^E |passed|failed|rror" | sort | uniq | head -12 | tee -a "$OUT/zero3-tests.txt" ;;
+    zero3-bench) for pd in ${PARAMS:-fp32 bf16}; do
+             $MPIRUN -n $NGPU $PYFULL -m mpitrain.bench train ${MODEL:-vit_G14} --precision bf16 \
+               --batch-size $((32 * NGPU)) --impl ${IMPLS3:-mpitrain-zero3,fsdp2} --param-dtype $pd \
+               --grad-dtype ${GRAD:-fp32} --rounds ${ROUNDS:-1} --steps ${STEPS:-8} --warmup 3 \
+               ${COMPILE:+--compile} ${PROFILE:+--profile} 2>&1 | grep -v -i "warn" | grep -v "^\[rank" \
+               | tee -a "$OUT/zero3-bench-${MODEL:-vit_G14}${TAG:-}.txt"
+           done ;;
+    zero3-memory) for pd in ${PARAMS:-fp32 bf16}; do
+             $MPIRUN -n $NGPU $PYFULL -m mpitrain.train ${MODEL:-vit_l16} --data synthetic --precision bf16 \
+               --batch-size $((${PER_GPU:-64} * NGPU)) --steps 3 --parallel zero3 --param-dtype $pd \
+               --memory-report --no-progress 2>&1 | grep -v -i warn | tee -a "$OUT/zero3-memory.txt"
+           done ;;
+    memory) for par in ${PARALLELS:-dp zero1 zero2}; do
              $MPIRUN -n $NGPU $PYFULL -m mpitrain.train vit_l16 --data synthetic --precision bf16 \
                --batch-size $((64 * NGPU)) --steps 3 --parallel $par --memory-report --no-progress 2>&1 \
                | grep -v -i warn | tee -a "$OUT/memory-vit_l16.txt"

@@ -1,7 +1,9 @@
-"""Data-parallel training steps: mpitrain's engines against torch DistributedDataParallel, one run.
+"""Training steps: mpitrain's engines against torch DistributedDataParallel and FSDP2, one run.
 
     mpiexec -n 4 python -m mpitrain.bench train vit_digits --impl mpitrain,ddp
     mpiexec -n 2 python -m mpitrain.bench train vit_b16 --batch-size 64 --precision bf16
+    mpiexec -n 2 python -m mpitrain.bench train vit_G14 --batch-size 64 --precision bf16 \
+        --impl mpitrain-zero3,fsdp2
 
 Every implementation trains the same model (same seed) on the same synthetic batches: forward,
 cross-entropy, backward with its gradient all-reduce, AdamW step. Implementations:
@@ -11,11 +13,20 @@ cross-entropy, backward with its gradient all-reduce, AdamW step. Implementation
   ddp             torch DistributedDataParallel: gloo on CPU, NCCL on GPU; its process group is
                   started inside the same mpiexec, rendezvous address taken from MPI
   local           no gradient exchange at all: the compute-only floor (its loss is not the others')
+  local-split     the same, compiled the way mpitrain compiles (with --compile): the graph cut
+                  into pieces (--compile-piece-mb; 0: block by block), what that costs by itself
+  mpitrain-zero3  ZeRO stage 3 (parallel/zero3.py): parameters, gradients and optimizer state
+                  sharded; each block all-gathered before its forward and its backward
+  fsdp2           torch's fully_shard on each block and on the model (NCCL on GPU); the same
+                  --param-dtype and --grad-dtype as mpitrain-zero3 (MixedPrecisionPolicy)
 Rounds alternate the order of the implementations; each row is the median over rounds of the
 job's step time (the slowest rank's mean over --steps steps). `vs ddp` is ddp's step time over
-the row's: above 1 is faster than DDP. `final loss` is there to show they train the same thing.
+the row's (fsdp2's when the run has no ddp): above 1 is faster. `peak GiB` is the largest
+torch.cuda.max_memory_allocated of any rank over the round's steps (the model built, then the
+peak reset). `final loss` is there to show they train the same thing.
 """
 import contextlib
+import gc
 import time
 
 import numpy as np
@@ -24,7 +35,9 @@ from ..models import ViTConfig, VisionTransformer
 from .cli import bench_main
 from .torch_dist import start_torch_distributed
 
-IMPLS = ("mpitrain", "mpitrain-sync", "naive", "ddp", "local")
+IMPLS = ("mpitrain", "mpitrain-sync", "naive", "ddp", "local", "local-split", "mpitrain-zero3",
+         "fsdp2")
+SHARDED = ("mpitrain-zero3", "fsdp2")
 AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -38,23 +51,56 @@ def add_arguments(p):
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--bucket-mb", type=float, default=25.0, help="bucket cap, both engines")
     p.add_argument("--grad-dtype", default="fp32", choices=["fp32", "bf16"],
-                   help="wire dtype of gradients (ddp: its bf16 compression hook)")
+                   help="wire dtype of gradients (ddp: its bf16 compression hook; mpitrain-zero3 "
+                        "and fsdp2: the reduce-scatter's dtype)")
+    p.add_argument("--param-dtype", default="fp32", choices=["fp32", "bf16"],
+                   help="mpitrain-zero3 and fsdp2: the dtype blocks are all-gathered and "
+                        "computed in (shards and optimizer stay fp32)")
+    p.add_argument("--zero3-window", type=int, default=1, help="mpitrain-zero3: blocks prefetched")
+    p.add_argument("--profile", action="store_true",
+                   help="GPU: after the timing, profile 3 steps of each implementation and print "
+                        "rank 0's busy time per CUDA stream and heaviest kernels")
     p.add_argument("--img-size", type=int, default=0, help="input side (0: the variant's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile: ddp and local compile the whole model (DDP splits the "
-                        "graph at its buckets); mpitrain compiles each block, so gradients "
-                        "still arrive block by block for the overlapped all-reduce")
+                        "graph at its buckets); mpitrain compiles the model cut into pieces "
+                        "(models/split_compile.py), so gradients still arrive piece by piece for "
+                        "the overlapped all-reduce; mpitrain-zero3 and fsdp2 compile each block")
+    p.add_argument("--compile-piece-mb", type=float, default=100.0,
+                   help="mpitrain and local-split with --compile: parameter megabytes per "
+                        "compiled piece (0: each block compiled on its own)")
+
+
+class Trainee:
+    """One implementation's model and step: forward(x), then after_backward(), step(),
+    zero_grad(); close() at the end of the round."""
+
+    def __init__(self, forward, model, params=None, engine=None, zero=None):
+        self.forward, self.model, self.engine, self.zero = forward, model, engine, zero
+        self.params = params
+
+    def after_backward(self):
+        if self.engine is not None:
+            self.engine.synchronize()
+
+    def close(self):
+        if self.engine is not None:
+            self.engine.close()
 
 
 def build(impl, cfg, world, device, args):
-    """The model (same seed everywhere) and how to average its gradients under `impl`."""
+    """The model (same seed everywhere) and how its gradients are averaged under `impl`."""
     import torch
-    from ..parallel import apply_data_parallel
+    from ..parallel import apply_data_parallel, apply_zero3
     torch.manual_seed(0)
-    model = VisionTransformer(cfg).to(device)
-    if impl == "local":
-        return (torch.compile(model) if args.compile else model), model, None
+    with device:                       # initialised where it runs (a 1.8 B model in seconds)
+        model = VisionTransformer(cfg)
+    if impl in ("local", "local-split"):
+        forward = model
+        if args.compile:
+            forward = _split_compiled(model, args) if impl == "local-split" else torch.compile(model)
+        return Trainee(forward, model)
     if impl == "ddp":
         start_torch_distributed(world, device)
         from torch.nn.parallel import DistributedDataParallel
@@ -63,33 +109,72 @@ def build(impl, cfg, world, device, args):
         if args.grad_dtype == "bf16":
             from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
             ddp.register_comm_hook(None, default_hooks.bf16_compress_hook)
-        return (torch.compile(ddp) if args.compile else ddp), model, None
+        return Trainee(torch.compile(ddp) if args.compile else ddp, model)
+    if impl == "fsdp2":
+        start_torch_distributed(world, device)
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+        policy = MixedPrecisionPolicy(param_dtype=dtypes[args.param_dtype],
+                                      reduce_dtype=dtypes[args.grad_dtype])
+        for block in model.blocks:
+            fully_shard(block, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
+        if args.compile:
+            model.compile_blocks()
+        return Trainee(model, model)
+    if impl == "mpitrain-zero3":
+        zero = apply_zero3(model, world, lambda groups: _adamw(groups, device), units=model.blocks,
+                           window=args.zero3_window, param_dtype=args.param_dtype,
+                           reduce_dtype=args.grad_dtype)
+        if args.compile:
+            model.compile_blocks()
+        return Trainee(model, model, engine=zero, zero=zero)
     engine = apply_data_parallel(model, world, bucket_mb=args.bucket_mb, grad_dtype=args.grad_dtype,
                                  overlap=impl != "mpitrain-sync", naive=impl == "naive")
-    if args.compile:
-        model.compile_blocks()
-    return model, model, engine
+    return Trainee(_split_compiled(model, args) if args.compile else model, model, engine=engine)
+
+
+def _split_compiled(model, args):
+    from ..models.split_compile import compile_in_pieces
+    if args.compile_piece_mb <= 0:
+        return model.compile_blocks()
+    return compile_in_pieces(model, args.compile_piece_mb)
+
+
+def _adamw(params, device):
+    import torch
+    return torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
 
 
 def run_round(impl, cfg, world, device, args, batches):
+    """(seconds per step, final loss, peak GiB or None, profile text or None)."""
     import torch
     import torch.nn.functional as F
-    forward, model, engine = build(impl, cfg, world, device, args)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    on_gpu = device.type == "cuda"
+    gc.collect()                    # the previous round's model (hooks make reference cycles)
+    if on_gpu:
+        torch.cuda.empty_cache()
+    t = build(impl, cfg, world, device, args)
+    opt = t.zero.optimizer if t.zero is not None else _adamw(t.model.parameters(), device)
     dtype = getattr(torch, AUTOCAST.get(args.precision, "float32"))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     loss = None
 
     def step(x, y):
         with torch.autocast(device.type, dtype, enabled=args.precision in AUTOCAST):
-            loss = F.cross_entropy(forward(x), y)
+            loss = F.cross_entropy(t.forward(x), y)
         loss.backward()
-        if engine is not None:
-            engine.synchronize()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        t.after_backward()
+        if t.zero is not None:
+            t.zero.step()
+            t.zero.zero_grad()
+        else:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         return loss
 
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(device)
     for i in range(args.warmup):
         step(*batches[i % len(batches)])
     sync()
@@ -100,9 +185,16 @@ def run_round(impl, cfg, world, device, args, batches):
     sync()
     mine = (time.perf_counter() - start) / args.steps
     seconds = max(world.mpi_comm.allgather(mine))          # the job moves at its slowest rank
-    if engine is not None:
-        engine.close()
-    return seconds, float(loss.detach())
+    peak = None
+    if on_gpu:
+        peak = max(world.mpi_comm.allgather(torch.cuda.max_memory_allocated(device))) / 2**30
+    profile = None
+    if args.profile and on_gpu:
+        from .gpu_profile import profile_steps
+        profile = profile_steps(lambda: step(*batches[0]), steps=3)
+    final = float(loss.detach())
+    t.close()
+    return seconds, final, peak, profile
 
 
 def run(args):
@@ -131,19 +223,25 @@ def run(args):
                 torch.randint(0, cfg.num_classes, (per_rank,), generator=g).to(device))
                for _ in range(4)]
     times = {impl: [] for impl in impls}
-    losses = {}
+    losses, peaks, profiles = {}, {}, {}
     for r in range(args.rounds):
         order = impls if r % 2 == 0 else impls[::-1]
         for impl in order:
-            seconds, losses[impl] = run_round(impl, cfg, world, device, args, batches)
+            seconds, losses[impl], peak, profile = run_round(impl, cfg, world, device, args, batches)
             times[impl].append(seconds)
+            if peak is not None:
+                peaks[impl] = max(peak, peaks.get(impl, 0.0))
+            if profile is not None:
+                profiles[impl] = profile
     rows = []
-    ddp = float(np.median(times["ddp"])) if "ddp" in times else None
+    base = "ddp" if "ddp" in times else "fsdp2" if "fsdp2" in times else None
+    ref = float(np.median(times[base])) if base else None
     for impl in impls:
         t = float(np.median(times[impl]))
         rows.append({"impl": impl, "step_ms": t * 1e3, "img_per_s": args.batch_size / t,
-                     "vs_ddp": ddp / t if ddp else None, "final_loss": losses[impl],
-                     "rounds_ms": [x * 1e3 for x in times[impl]]})
+                     "vs_ddp": ref / t if ref else None, "baseline": base,
+                     "peak_gib": peaks.get(impl), "final_loss": losses[impl],
+                     "rounds_ms": [x * 1e3 for x in times[impl]], "profile": profiles.get(impl)})
     with contextlib.suppress(Exception):
         import torch.distributed as dist
         if dist.is_initialized():
@@ -151,6 +249,7 @@ def run(args):
     return {"model": cfg.name, "params": cfg.count_params(), "ranks": world.size,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "batch_size": args.batch_size, "precision": args.precision, "grad_dtype": args.grad_dtype,
+            "param_dtype": args.param_dtype,
             "bucket_mb": args.bucket_mb, "steps": args.steps, "rounds": args.rounds,
             "compile": args.compile,
             "rows": rows, "rank": world.rank}
@@ -162,14 +261,21 @@ def show(report, args):
     print(f"# bench train: {report['model']} ({report['params'] / 1e6:.2f} M params), "
           f"{report['ranks']} ranks on {report['device']}, global batch {report['batch_size']}, "
           f"{report['precision']}, grads on the wire {report['grad_dtype']}, buckets "
-          f"{report['bucket_mb']:g} MB{', compiled' if report.get('compile') else ''}; median of "
+          f"{report['bucket_mb']:g} MB, sharded parameters in {report.get('param_dtype', 'fp32')}"
+          f"{', compiled' if report.get('compile') else ''}; median of "
           f"{report['rounds']} rounds x {report['steps']} steps")
-    print(f"{'impl':>14} {'step ms':>9} {'img/s':>9} {'vs ddp':>7} {'final loss':>11}  rounds (ms)")
+    base = next((r["baseline"] for r in report["rows"] if r.get("baseline")), None) or "ddp"
+    print(f"{'impl':>14} {'step ms':>9} {'img/s':>9} {'vs ' + base:>9} {'peak GiB':>9} "
+          f"{'final loss':>11}  rounds (ms)")
     for row in report["rows"]:
         vs = f"{row['vs_ddp']:.2f}x" if row["vs_ddp"] else "-"
+        peak = f"{row['peak_gib']:.2f}" if row.get("peak_gib") is not None else "-"
         rounds = " ".join(f"{x:.1f}" for x in row["rounds_ms"])
-        print(f"{row['impl']:>14} {row['step_ms']:9.2f} {row['img_per_s']:9.1f} {vs:>7} "
+        print(f"{row['impl']:>14} {row['step_ms']:9.2f} {row['img_per_s']:9.1f} {vs:>9} {peak:>9} "
               f"{row['final_loss']:11.5f}  {rounds}")
+    for row in report["rows"]:
+        if row.get("profile"):
+            print(f"# profile of {row['impl']} (rank 0, 3 steps)\n{row['profile']}")
 
 
 def main(argv=None):

@@ -1,0 +1,70 @@
+"""Where a GPU step's time goes, from a torch.profiler trace: for each CUDA stream, how long it
+was busy per step and its heaviest kernels; the span is first kernel start to last kernel end.
+A compute stream busy for less than the span is waiting (for the host, or for another stream).
+
+    text = profile_steps(step, steps=3)          # runs step() `steps` times under the profiler
+"""
+import json
+import os
+import tempfile
+
+
+def profile_steps(step, steps=3, top=6):
+    """Run step() `steps` times under torch.profiler (CPU and CUDA activity); return the
+    per-stream summary as text."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    finally:
+        os.unlink(path)
+    return summarize(events, steps, top)
+
+
+def busy_time(intervals):
+    """Length of the union of (start, end) intervals."""
+    total, end = 0.0, None
+    for s, e in sorted(intervals):
+        if end is None or s > end:
+            total += e - s
+            end = e
+        elif e > end:
+            total += e - end
+            end = e
+    return total
+
+
+def summarize(events, steps, top=6):
+    """Chrome-trace events -> text: span per step, then per stream (busiest first) its busy
+    time per step and its `top` kernels by time."""
+    gpu = [e for e in events if e.get("ph") == "X" and "dur" in e
+           and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    if not gpu:
+        return "  (no GPU activity recorded)"
+    streams = {}
+    for e in gpu:
+        stream = e.get("args", {}).get("stream", e.get("tid"))
+        streams.setdefault(stream, []).append((e["ts"], e["ts"] + e["dur"], e["name"]))
+    start = min(s for ivs in streams.values() for s, _, _ in ivs)
+    end = max(t for ivs in streams.values() for _, t, _ in ivs)
+    lines = [f"  GPU span {(end - start) / steps / 1e3:.2f} ms/step"]
+    ranked = sorted(streams.items(), key=lambda kv: -busy_time([(s, t) for s, t, _ in kv[1]]))
+    for stream, ivs in ranked:
+        busy = busy_time([(s, t) for s, t, _ in ivs])
+        lines.append(f"  stream {stream}: busy {busy / steps / 1e3:.2f} ms/step, "
+                     f"{len(ivs) / steps:.0f} kernels/step")
+        by_name = {}
+        for s, t, name in ivs:
+            by_name[name] = by_name.get(name, 0.0) + (t - s)
+        for name, d in sorted(by_name.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"      {d / steps / 1e3:7.3f} ms  {name[:90]}")
+    return "\n".join(lines)
