@@ -37,7 +37,6 @@ from .torch_dist import start_torch_distributed
 
 IMPLS = ("mpitrain", "mpitrain-sync", "naive", "ddp", "local", "local-split", "mpitrain-zero3",
          "fsdp2")
-SHARDED = ("mpitrain-zero3", "fsdp2")
 AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -76,9 +75,8 @@ class Trainee:
     """One implementation's model and step: forward(x), then after_backward(), step(),
     zero_grad(); close() at the end of the round."""
 
-    def __init__(self, forward, model, params=None, engine=None, zero=None):
+    def __init__(self, forward, model, engine=None, zero=None):
         self.forward, self.model, self.engine, self.zero = forward, model, engine, zero
-        self.params = params
 
     def after_backward(self):
         if self.engine is not None:
