@@ -52,7 +52,6 @@ class Bucket:
         self.wire = torch.zeros(self.layout.total, dtype=TORCH_DTYPES[wire_dtype], device=device)
         self.on_gpu = device.type == "cuda"
         self.packed = torch.cuda.Event() if self.on_gpu else None     # pack done (side stream)
-        self.reduced = torch.cuda.Event() if self.on_gpu else None    # all-reduce done (comm stream)
         self._plan, self._plan_key = None, None
         self.pending = len(self.params)
         self.launched = False
@@ -238,11 +237,8 @@ class DataParallel:
         """GPU buckets were unpacked on the communication stream right after their all-reduce
         (not all at the end, where nothing hides it): the compute stream waits for that stream.
         Host buckets are unpacked here."""
-        gpu = [b for b in self.buckets if b.on_gpu]
-        if gpu:
-            compute = torch.cuda.current_stream(gpu[0].spec.device)
-            for b in gpu:
-                compute.wait_event(b.reduced)
+        if self.comm_stream is not None:     # every job is queued there (the thread is done)
+            torch.cuda.current_stream(self.comm_stream.device).wait_stream(self.comm_stream)
         for b in self.buckets:
             if not b.on_gpu:
                 b.pack_plan().unpack()
@@ -268,7 +264,6 @@ def _all_reduce_job(comm, bucket, comm_stream, plan):
             comm_stream.wait_event(bucket.packed)    # GPU-side wait: the thread does not block
             comm.all_reduce(bucket.wire, op="sum")
             plan.unpack(stream=comm_stream)          # the bucket's .grad final, during backward
-            bucket.reduced.record(comm_stream)
     return job
 
 

@@ -163,11 +163,12 @@ def held_bytes(model, engine, optimizer):
     grads = [p.grad for p in params]
     if isinstance(engine, Zero):
         grads += [g.master.grad for g in engine.groups] + [g.grad_flat for g in engine.groups]
-        grads.append(engine._bucket_buffer)
+        grads += [engine._bucket_buffer, engine._wire_buffer]
     elif isinstance(engine, Zero3):
         params = [f.master for f in engine.flat_shards()] + [
             f.full for f in engine.flat_shards() if f.gathered]
-        grads += [f.master.grad for f in engine.flat_shards()] + [engine._bucket_buffer]
+        grads += [f.master.grad for f in engine.flat_shards()] + [engine._bucket_buffer,
+                                                                   engine._wire_buffer]
     held = {"parameters": storage_bytes(params), "gradients": storage_bytes(grads),
             "optimizer state": storage_bytes(v for s in optimizer.state.values()
                                              for v in s.values() if torch.is_tensor(v) and v.ndim)}

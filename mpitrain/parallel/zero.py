@@ -86,6 +86,7 @@ class ShardedGradients:
 
     _sync = True
     _bucket_buffer = None
+    _wire_buffer = None
     reduce_dtype = torch.float32
 
     def _scratch(self, count, device):
@@ -104,7 +105,11 @@ class ShardedGradients:
         if flat.dtype == shard_grad.dtype:
             comm.reduce_scatter_v(flat, shard_grad, counts)
             return
-        wire = torch.empty(shard_grad.numel(), dtype=flat.dtype, device=flat.device)
+        n = shard_grad.numel()
+        if self._wire_buffer is None or self._wire_buffer.numel() < n \
+                or self._wire_buffer.dtype != flat.dtype:
+            self._wire_buffer = torch.empty(n, dtype=flat.dtype, device=flat.device)
+        wire = self._wire_buffer[:n]          # reused, like the packing buffer (same stream)
         comm.reduce_scatter_v(flat, wire, counts)
         shard_grad.copy_(wire)
 
