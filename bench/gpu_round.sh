@@ -18,7 +18,9 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 else
   export PYTHONPATH=$PWD
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu,utilization.gpu --format=csv | tee "$OUT/gpu.txt"
+nvidia-smi topo -m 2>&1 | head -4 >> "$OUT/gpu.txt"
+nproc >> "$OUT/gpu.txt"; uptime >> "$OUT/gpu.txt"
 date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/gpu.txt"
 [ -n "${SKIP_BUILD:-}" ] || $PY -m mpitrain.kernels.build --force 2>&1 | tail -2
 NGPU=$(nvidia-smi -L | wc -l)
@@ -55,6 +57,9 @@ for step in $steps; do
                --with-mpi --color=no -x tests/mpi/test_peer_kernels.py tests/mpi/test_collectives_cuda.py 2>&1 \
                | grep -a -E "^E |passed|failed|skipped|rror" | sort | uniq | head -12 | tee -a "$OUT/peer-tests.txt"
            done ;;
+    ce-tests) MPITRAIN_TIMEOUT=60 timeout ${LIMIT:-300} $MPIRUN -n ${RANKS:-2} $PYFULL -m pytest -q -p no:cacheprovider \
+             --with-mpi --color=no ${TESTS:-tests/mpi/test_peer_kernels.py} 2>&1 \
+             | grep -a -E "^E |passed|failed|skipped|rror" | sort | uniq | head -20 | tee -a "$OUT/ce-tests.txt" ;;
     peer-algos) for blocks in ${BLOCKS:-128}; do for region in ${REGIONS:-256}; do
              MPITRAIN_PEER_BLOCKS=$blocks MPITRAIN_PEER_REGION_MB=$region $MPIRUN -x MPITRAIN_PEER_BLOCKS \
                -x MPITRAIN_PEER_REGION_MB -n $NGPU $PYFULL -m mpitrain.bench \

@@ -113,6 +113,20 @@ MT_API int mt_event_synchronize(void *event, int device)
     return 0;
 }
 
+/* 0 when everything the event captured has run, 1 while some of it has not. */
+MT_API int mt_event_query(void *event, int device, int *pending)
+{
+    if (mt_use_device(device)) return -1;
+    cudaError_t rc = cudaEventQuery((cudaEvent_t)event);
+    if (rc == cudaErrorNotReady) {
+        *pending = 1;
+        return 0;
+    }
+    MT_CUDA_CHECK(rc);
+    *pending = 0;
+    return 0;
+}
+
 /* dst = src, nbytes, GPU to GPU (either side may be a peer's mapped memory), on `stream`. */
 MT_API int mt_memcpy_async(void *dst, const void *src, int64_t nbytes, int device, void *stream)
 {

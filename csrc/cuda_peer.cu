@@ -26,32 +26,7 @@
  * same bits. Peer memory is read with ld.global.cg (L2, never a stale L1 line). A barrier that
  * waits longer than the timeout prints who it waited for and traps: the job fails, never hangs.
  */
-#include <stdio.h>
-#include <string.h>
-
-#include "cuda_common.cuh"
-
-#define MT_PEER_MAX_RANKS 8
-#define MT_PEER_MAX_BLOCKS 128
-#define MT_PEER_ARRIVAL_ROW MT_PEER_MAX_BLOCKS   /* the flag row of the arrival kernel */
-#define MT_PEER_FLAG_BYTES ((MT_PEER_MAX_BLOCKS + 1) * MT_PEER_MAX_RANKS * 4)
-#define MT_PEER_THREADS 512
-
-enum { MT_PEER_ONE_SHOT = 0, MT_PEER_TWO_SHOT = 1, MT_PEER_REDUCE_SCATTER = 2,
-       MT_PEER_ALL_GATHER = 3, MT_PEER_TWO_SHOT_PUSH = 4 };
-
-struct PeerArgs {
-    char *base[MT_PEER_MAX_RANKS];           /* every rank's workspace, mapped into this process */
-    int64_t bound[MT_PEER_MAX_RANKS + 1];    /* items: rank q's chunk or block is [bound[q], bound[q+1]) */
-    const void *in;
-    void *out;
-    int64_t n;                               /* items this rank copies into its region */
-    int64_t slot;                            /* push: items per incoming slot (the largest chunk) */
-    int64_t data_offset;                     /* bytes from a workspace's base to this call's region */
-    int64_t timeout_ns;
-    uint32_t epoch;                          /* the value of this call's first barrier */
-    int rank, p, mode;
-};
+#include "cuda_peer.cuh"
 
 /* T x V, moved as one load or store (V = 16 / sizeof(T) when everything is 16-byte aligned). */
 template <typename T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
@@ -75,45 +50,6 @@ template <typename P> __device__ __forceinline__ P load_cg(const P *p)
         memcpy(&out, &b, sizeof(P));
     }
     return out;
-}
-
-__device__ __forceinline__ uint64_t now_ns()
-{
-    uint64_t t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
-
-/* Block-level barrier across the ranks, on flag row `row` (a block's own number, or the
- * arrival row): thread q (< p) signals rank q and waits for rank q. */
-__device__ void peer_barrier(const PeerArgs &a, uint32_t value, int row)
-{
-    __threadfence_system();                  /* this thread's writes are visible to every GPU */
-    __syncthreads();
-    const int q = threadIdx.x;
-    if (q < a.p) {
-        volatile uint32_t *theirs =
-            reinterpret_cast<volatile uint32_t *>(a.base[q]) + row * MT_PEER_MAX_RANKS + a.rank;
-        *theirs = value;
-        volatile uint32_t *mine =
-            reinterpret_cast<volatile uint32_t *>(a.base[a.rank]) + row * MT_PEER_MAX_RANKS + q;
-        uint64_t start = 0;
-        for (unsigned spins = 1; (int32_t)(*mine - value) < 0; spins++) {
-            if ((spins & 1023u) == 0) {
-                uint64_t t = now_ns();
-                if (start == 0) {
-                    start = t;
-                } else if (a.timeout_ns > 0 && (int64_t)(t - start) > a.timeout_ns) {
-                    printf("mpitrain: rank %d: peer kernel flag row %d waited %.1f s for rank %d at "
-                           "barrier %u; a rank died or made a different call: aborting\n",
-                           a.rank, row, (t - start) * 1e-9, q, value);
-                    __trap();
-                }
-            }
-        }
-        __threadfence_system();              /* what the peer wrote before its flag is seen after */
-    }
-    __syncthreads();
 }
 
 /* The first index >= lo that belongs to grid thread g (of G): the same owner in every phase. */
@@ -291,17 +227,6 @@ static int launch_typed(PeerArgs &a, bool vectorized, int blocks, int op, cudaSt
     }
 }
 
-static int element_size(int dtype)
-{
-    switch (dtype) {
-    case MT_F64: case MT_I64: return 8;
-    case MT_F32: case MT_I32: return 4;
-    case MT_F16: case MT_BF16: return 2;
-    case MT_U8: return 1;
-    default: return 0;
-    }
-}
-
 /* The bytes a workspace needs for data regions of `region_bytes` each. */
 MT_API int mt_peer_workspace_bytes(int64_t region_bytes, int64_t *total)
 {
@@ -345,7 +270,7 @@ MT_API int mt_peer_run(int mode, void *const *bases, int rank, int p, const void
     if (rank < 0 || rank >= p) MT_FAIL("rank %d out of range for %d ranks", rank, p);
     if (blocks < 1 || blocks > MT_PEER_MAX_BLOCKS) MT_FAIL("blocks %d: must be 1..%d", blocks, MT_PEER_MAX_BLOCKS);
     if (op < 0 || op >= MT_NUM_OPS) MT_FAIL("unknown reduction op code %d", op);
-    const int size = element_size(dtype);
+    const int size = peer_element_size(dtype);
     if (!size) MT_FAIL("unknown dtype code %d", dtype);
     if (n < 0) MT_FAIL("element count must be >= 0, got %lld", (long long)n);
     if (region != 0 && region != 1) MT_FAIL("region must be 0 or 1, got %d", region);

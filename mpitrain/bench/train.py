@@ -9,6 +9,8 @@ Every implementation trains the same model (same seed) on the same synthetic bat
 cross-entropy, backward with its gradient all-reduce, AdamW step. Implementations:
   mpitrain        the bucketed engine, all-reduce on a communication thread overlapping backward
   mpitrain-sync   the same buckets, all-reduced on the main thread as each completes (no thread)
+  mpitrain-sm     mpitrain with its GPU all-reduces on the peer kernels (SMs move the bytes)
+                  instead of the copy engines (the default since 2026-11-23)
   naive           one all-reduce per parameter after backward (the teaching path)
   ddp             torch DistributedDataParallel: gloo on CPU, NCCL on GPU; its process group is
                   started inside the same mpiexec, rendezvous address taken from MPI
@@ -35,7 +37,7 @@ from ..models import ViTConfig, VisionTransformer
 from .cli import bench_main
 from .torch_dist import start_torch_distributed
 
-IMPLS = ("mpitrain", "mpitrain-sync", "naive", "ddp", "local", "local-split", "mpitrain-zero3",
+IMPLS = ("mpitrain", "mpitrain-sync", "mpitrain-sm", "naive", "ddp", "local", "local-split", "mpitrain-zero3",
          "fsdp2")
 AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}
 
@@ -128,7 +130,8 @@ def build(impl, cfg, world, device, args):
             model.compile_blocks()
         return Trainee(model, model, engine=zero, zero=zero)
     engine = apply_data_parallel(model, world, bucket_mb=args.bucket_mb, grad_dtype=args.grad_dtype,
-                                 overlap=impl != "mpitrain-sync", naive=impl == "naive")
+                                 overlap=impl != "mpitrain-sync", naive=impl == "naive",
+                                 copy_engine=False if impl == "mpitrain-sm" else None)
     return Trainee(_split_compiled(model, args) if args.compile else model, model, engine=engine)
 
 
@@ -145,7 +148,8 @@ def _adamw(params, device):
 
 
 def run_round(impl, cfg, world, device, args, batches):
-    """(seconds per step, final loss, peak GiB or None, profile text or None)."""
+    """(seconds per step, final loss, peak GiB or None, profile text or None, every rank's own
+    seconds per step)."""
     import torch
     import torch.nn.functional as F
     on_gpu = device.type == "cuda"
@@ -182,7 +186,8 @@ def run_round(impl, cfg, world, device, args, batches):
         loss = step(*batches[i % len(batches)])
     sync()
     mine = (time.perf_counter() - start) / args.steps
-    seconds = max(world.mpi_comm.allgather(mine))          # the job moves at its slowest rank
+    per_rank = world.mpi_comm.allgather(mine)
+    seconds = max(per_rank)                                 # the job moves at its slowest rank
     peak = None
     if on_gpu:
         peak = max(world.mpi_comm.allgather(torch.cuda.max_memory_allocated(device))) / 2**30
@@ -192,7 +197,7 @@ def run_round(impl, cfg, world, device, args, batches):
         profile = profile_steps(lambda: step(*batches[0]), steps=3)
     final = float(loss.detach())
     t.close()
-    return seconds, final, peak, profile
+    return seconds, final, peak, profile, per_rank
 
 
 def run(args):
@@ -221,12 +226,14 @@ def run(args):
                 torch.randint(0, cfg.num_classes, (per_rank,), generator=g).to(device))
                for _ in range(4)]
     times = {impl: [] for impl in impls}
-    losses, peaks, profiles = {}, {}, {}
+    losses, peaks, profiles, rank_times = {}, {}, {}, {}
     for r in range(args.rounds):
         order = impls if r % 2 == 0 else impls[::-1]
         for impl in order:
-            seconds, losses[impl], peak, profile = run_round(impl, cfg, world, device, args, batches)
+            seconds, losses[impl], peak, profile, per_rank = run_round(impl, cfg, world, device,
+                                                                       args, batches)
             times[impl].append(seconds)
+            rank_times.setdefault(impl, []).append([x * 1e3 for x in per_rank])
             if peak is not None:
                 peaks[impl] = max(peak, peaks.get(impl, 0.0))
             if profile is not None:
@@ -239,7 +246,8 @@ def run(args):
         rows.append({"impl": impl, "step_ms": t * 1e3, "img_per_s": args.batch_size / t,
                      "vs_ddp": ref / t if ref else None, "baseline": base,
                      "peak_gib": peaks.get(impl), "final_loss": losses[impl],
-                     "rounds_ms": [x * 1e3 for x in times[impl]], "profile": profiles.get(impl)})
+                     "rounds_ms": [x * 1e3 for x in times[impl]], "profile": profiles.get(impl),
+                     "rank_ms": rank_times[impl]})
     with contextlib.suppress(Exception):
         import torch.distributed as dist
         if dist.is_initialized():
@@ -264,11 +272,12 @@ def show(report, args):
           f"{report['rounds']} rounds x {report['steps']} steps")
     base = next((r["baseline"] for r in report["rows"] if r.get("baseline")), None) or "ddp"
     print(f"{'impl':>14} {'step ms':>9} {'img/s':>9} {'vs ' + base:>9} {'peak GiB':>9} "
-          f"{'final loss':>11}  rounds (ms)")
+          f"{'final loss':>11}  rounds (ms) [each rank's own]")
     for row in report["rows"]:
         vs = f"{row['vs_ddp']:.2f}x" if row["vs_ddp"] else "-"
         peak = f"{row['peak_gib']:.2f}" if row.get("peak_gib") is not None else "-"
-        rounds = " ".join(f"{x:.1f}" for x in row["rounds_ms"])
+        rounds = " ".join(f"{x:.1f} [{' '.join(f'{y:.1f}' for y in ranks)}]"
+                          for x, ranks in zip(row["rounds_ms"], row.get("rank_ms") or [[]] * 99))
         print(f"{row['impl']:>14} {row['step_ms']:9.2f} {row['img_per_s']:9.1f} {vs:>9} {peak:>9} "
               f"{row['final_loss']:11.5f}  {rounds}")
     for row in report["rows"]:

@@ -72,6 +72,7 @@ class Communicator:
         self._levels = None                  # node and cross-node communicators (hierarchical.py)
         self.peer_blocks = None              # most thread blocks of a peer kernel (None: env/default)
         self.peer_arrive_first = False       # peer kernels wait for the peers on one block first
+        self.peer_copy_engine = False        # all_reduce's fast lane by the copy engines
         self._trace = None                   # the open Trace (world.trace()), or None
         self._calls = 0
 
@@ -389,6 +390,7 @@ class Communicator:
             if transport is not None and transport.peer_reason is None:
                 workspace = transport.peer_workspace(self.peer_blocks)
                 workspace.arrive_first = self.peer_arrive_first
+                workspace.copy_engine = self.peer_copy_engine
                 if not self.debug:
                     from .peer import PeerLane
                     self._peer_lane = PeerLane(workspace, self.size, auto.PEER_ONE_SHOT_MAX_BYTES)

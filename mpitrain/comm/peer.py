@@ -15,7 +15,11 @@ other's memory, then read and reduce the peers' data directly over NVLink
   two-shot by pushing   the same exchange with every byte written into the peer's memory
                         instead of read from it (NVLink writes need no round trip), and no
                         copy of the input into the workspace: half a region per piece;
-  reduce-scatter, all-gather: one barrier each.
+  reduce-scatter, all-gather: one barrier each;
+  copy engine           two-shot by pushing with the bytes moved by the GPUs' DMA engines
+                        (cudaMemcpyAsync into the mapped regions) and the barriers queued as
+                        stream memory operations: no SM moves or waits, only a local reduce
+                        kernel runs (csrc/cuda_peer_ce.cu). For collectives beside compute.
 
 A workspace's regions start at 1 MB and double as calls need, up to MPITRAIN_PEER_REGION_MB
 (256 MB: on 2x H200 1 GB all-reduced at 303 GB/s in 32 MB pieces, 329 in 128 MB pieces). A call
@@ -25,13 +29,18 @@ Used when the CUDA IPC transport is up and every rank has its own GPU (ranks sha
 would spin against each other's kernels), for up to 8 ranks. MPITRAIN_PEER_KERNELS=0 turns it
 off; MPITRAIN_PEER_BLOCKS sets the most thread blocks a kernel uses (default 128: on 2x H200
 128 blocks moved 1 GB at 277 GB/s one-shot against 268 with 64, bench/RESULTS.md).
+MPITRAIN_PEER_CE_WAIT=kernel makes the copy-engine path wait in a one-block kernel (with the
+kernels' timeout trap) instead of stream memory operations (whose waits the host watchdog
+times).
 """
 import ctypes
 import os
+import time
 
 from ..kernels.compiled import DTYPE_CODES, OP_CODES, check
 
-ONE_SHOT, TWO_SHOT, REDUCE_SCATTER, ALL_GATHER, TWO_SHOT_PUSH = range(5)
+ONE_SHOT, TWO_SHOT, REDUCE_SCATTER, ALL_GATHER, TWO_SHOT_PUSH, COPY_ENGINE = range(6)
+CE_WAITS = {"memop": 0, "kernel": 1}       # csrc/cuda_peer_ce.cu: MT_CE_WAIT_*
 MAX_RANKS = 8
 THREADS = 512                       # per block (MT_PEER_THREADS)
 MAX_BLOCKS = 128                    # MT_PEER_MAX_BLOCKS
@@ -59,6 +68,13 @@ def max_blocks_from_env():
     return blocks
 
 
+def ce_wait_from_env():
+    kind = os.environ.get("MPITRAIN_PEER_CE_WAIT", "memop")
+    if kind not in CE_WAITS:
+        raise ValueError(f"MPITRAIN_PEER_CE_WAIT={kind!r}: choose from {', '.join(CE_WAITS)}")
+    return kind
+
+
 def two_shot_bounds(count, size, itemsize):
     """Where each rank's chunk starts, for the two-shot all-reduce: p nearly equal chunks whose
     starts fall on cache lines (a line never straddles two ranks' chunks)."""
@@ -84,6 +100,9 @@ class PeerWorkspace:
         # wait for the peers on one block before the call's kernel (csrc/cuda_peer.cu,
         # peer_arrive_kernel): for collectives that overlap compute
         self.arrive_first = False
+        # all_reduce's calls through the fast lane go by the copy engines (COPY_ENGINE)
+        self.copy_engine = False
+        self.ce_wait = ce_wait_from_env()
         if not 1 <= self.max_blocks <= MAX_BLOCKS:
             raise ValueError(f"rank {self.rank}: peer kernel blocks {max_blocks}: must be 1..{MAX_BLOCKS}")
         self.timeout_s = float(timeout_s)
@@ -96,6 +115,9 @@ class PeerWorkspace:
         self._last_stream = None
         event, _ = transport._own_event({}, "order")
         self._order_event = event
+        self._ce_event, _ = transport._own_event({}, "copy engine")
+        self._ce_queued = None          # (when, epoch) of the last copy-engine call with memop waits
+        transport.watchdog.gpu_checks.append(self._overdue)
 
     def _ensure(self, nbytes):
         """Regions of at least min(nbytes, the maximum) bytes. They start small and double as
@@ -149,6 +171,9 @@ class PeerWorkspace:
     def _run(self, mode, src, dst, bound, n, nbytes, dtype_code, op_code, stream):
         for q, b in enumerate(bound):
             self._bound[q] = b
+        if mode == COPY_ENGINE:
+            self._run_copy_engine(src, dst, n, dtype_code, op_code, stream)
+            return
         blocks = min(self.max_blocks, max(1, -(-nbytes // (THREADS * 16))))
         check(self.lib, self.lib.mt_peer_run(
             mode, self._bases, self.rank, self.size, src, dst, self._bound, n, self._region,
@@ -157,13 +182,38 @@ class PeerWorkspace:
         self._epoch += 2 if mode in (TWO_SHOT, TWO_SHOT_PUSH) else 1
         self._region ^= 1
 
+    def _run_copy_engine(self, src, dst, n, dtype_code, op_code, stream):
+        lib = self.lib
+        check(lib, lib.mt_peer_ce_all_reduce(
+            self._bases, self.rank, self.size, src, dst, self._bound, n, self._region,
+            self.region_bytes, self._epoch & 0xFFFFFFFF, dtype_code, op_code,
+            CE_WAITS[self.ce_wait], self.timeout_s, self.device, stream))
+        if self.ce_wait == "memop" and self.size > 1:
+            check(lib, lib.mt_event_record(self._ce_event, self.device, stream))
+            self._ce_queued = (time.monotonic(), self._epoch)
+        self._epoch += 2
+        self._region ^= 1
+
+    def _overdue(self, now, timeout_s):
+        """The watchdog's check (another thread): the last copy-engine call, queued more than
+        timeout_s ago, still not done on the GPU: a peer never reached its barrier."""
+        queued = self._ce_queued
+        if queued is None or now - queued[0] <= timeout_s:
+            return None
+        pending = ctypes.c_int(0)
+        if self.lib.mt_event_query(self._ce_event, self.device, ctypes.byref(pending)) or not pending.value:
+            return None
+        return (f"a copy-engine all-reduce (barrier {queued[1]}) queued {now - queued[0]:.1f} s ago "
+                f"has not finished on the GPU: a peer never reached it (a rank died or made a "
+                f"different call)")
+
     # ------------------------------------------------------------------------ the collectives
     def all_reduce(self, src, dst, count, itemsize, dtype, op, mode, stream):
         """dst[:count] = the reduction of every rank's src[:count] (src may be dst). dtype and
-        op are names (float32, sum); mode ONE_SHOT, TWO_SHOT or TWO_SHOT_PUSH. Pieces that fit a
-        region, one kernel each."""
+        op are names (float32, sum); mode ONE_SHOT, TWO_SHOT, TWO_SHOT_PUSH or COPY_ENGINE.
+        Pieces that fit a region, one kernel (or copy-engine sequence) each."""
         dtype_code, op_code = DTYPE_CODES[dtype], OP_CODES[op]
-        push = mode == TWO_SHOT_PUSH          # p slots of piece/p plus piece results: 2 x piece
+        push = mode in (TWO_SHOT_PUSH, COPY_ENGINE)   # p slots of piece/p + piece results
         unit = self.size * max(1, LINE // itemsize)
         self._ensure((2 if push else 1) * (-(-count // unit) * unit) * itemsize)
         self._follow(stream)
@@ -224,8 +274,10 @@ class PeerLane:
             return None
         itemsize = t.element_size()
         ptr = t.data_ptr()
-        ws.all_reduce(ptr, ptr, count, itemsize, name, "sum" if op == "avg" else op,
-                      ONE_SHOT if count * itemsize <= self.one_shot_max_bytes else TWO_SHOT_PUSH,
+        nbytes = count * itemsize
+        mode = (COPY_ENGINE if ws.copy_engine          # beside compute: no SM, whatever the size
+                else ONE_SHOT if nbytes <= self.one_shot_max_bytes else TWO_SHOT_PUSH)
+        ws.all_reduce(ptr, ptr, count, itemsize, name, "sum" if op == "avg" else op, mode,
                       self._stream(ws.device))
         if op == "avg":
             t.div_(self.size)

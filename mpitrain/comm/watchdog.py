@@ -31,6 +31,9 @@ class Watchdog:
         self.what = None             # the collective in progress: (name, call number, algorithm)
         self.peers = ()              # the rank(s) the current wait needs
         self.progress = 0            # bumped at every wait: the thread sees whether we move
+        # GPU waits the host does not see (stream memory operations, comm/peer.py): callables
+        # (now, timeout_s) -> a message when one is overdue, else None; checked every poll
+        self.gpu_checks = []
         if timeout_s > 0:
             threading.Thread(target=self._watch, name="mpitrain-watchdog", daemon=True).start()
 
@@ -51,6 +54,12 @@ class Watchdog:
         while True:
             time.sleep(poll)
             now = time.monotonic()
+            for check in list(self.gpu_checks):
+                message = check(now, self.timeout_s)
+                if message:
+                    self._abort(f"mpitrain: rank {self.rank}: {message} (timeout {self.timeout_s:g} "
+                                f"s, MPITRAIN_TIMEOUT); aborting the job")
+                    return
             state = (self.what, self.progress)
             if state[0] is None or state != seen:
                 seen, since = state, now

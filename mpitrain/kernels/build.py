@@ -29,8 +29,9 @@ CUDA_LIB = LIB_DIR / "libmpitrain_cuda.so"
 MPI_LIB = LIB_DIR / "libmpitrain_mpi.so"
 MPI_SOURCES = ["mpi_small.c", "cpu_reduce.c", "error.c"]
 CPU_SOURCES = ["error.c", "cpu_reduce.c", "cpu_pack.c"]
-CUDA_SOURCES = ["cuda_reduce.cu", "cuda_pack.cu", "cuda_ipc.cu", "cuda_peer.cu"]
-HEADERS = ["mt_common.h", "cpu_convert.h", "cuda_common.cuh"]
+CUDA_SOURCES = ["cuda_reduce.cu", "cuda_pack.cu", "cuda_ipc.cu", "cuda_peer.cu",
+                "cuda_peer_ce.cu"]
+HEADERS = ["mt_common.h", "cpu_convert.h", "cuda_common.cuh", "cuda_peer.cuh"]
 # -ffp-contract=off: no fused multiply-add, so results match the numpy reference bit for bit.
 C_FLAGS = ["-O3", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared", "-fvisibility=hidden",
            "-Wall", "-std=gnu11"]

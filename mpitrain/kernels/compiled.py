@@ -50,6 +50,7 @@ _CUDA_SIGNATURES = {
     "mt_event_record": [_ptr, _int, _ptr],
     "mt_stream_wait_event": [_ptr, _int, _ptr],
     "mt_event_synchronize": [_ptr, _int],
+    "mt_event_query": [_ptr, _int, ctypes.POINTER(_int)],
     "mt_memcpy_async": [_ptr, _ptr, _i64, _int, _ptr],
     "mt_cuda_synchronize": [_int],
     "mt_peer_workspace_bytes": [_i64, ctypes.POINTER(_i64)],
@@ -57,6 +58,8 @@ _CUDA_SIGNATURES = {
     "mt_peer_workspace_free": [_ptr, _int],
     "mt_peer_run": [_int, _ptr, _int, _int, _ptr, _ptr, _ptr, _i64, _int, _i64, ctypes.c_uint32,
                     _int, _int, _int, _int, _dbl, _int, _ptr],
+    "mt_peer_ce_all_reduce": [_ptr, _int, _int, _ptr, _ptr, _ptr, _i64, _int, _i64,
+                              ctypes.c_uint32, _int, _int, _int, _dbl, _int, _ptr],
 }
 
 _MPI_SIGNATURES = {

@@ -75,7 +75,7 @@ class DataParallel:
     """The bucketed, overlapped engine. Build it with apply_data_parallel()."""
 
     def __init__(self, model, world, bucket_mb=25.0, first_bucket_mb=1.0, grad_dtype="fp32",
-                 find_unused_parameters=False, overlap=True, verbose=False):
+                 find_unused_parameters=False, overlap=True, verbose=False, copy_engine=None):
         if grad_dtype not in WIRE_DTYPES:
             raise ValueError(f"grad_dtype {grad_dtype!r}: choose from {', '.join(WIRE_DTYPES)}")
         for name, value in (("bucket_mb", bucket_mb), ("first_bucket_mb", first_bucket_mb)):
@@ -88,11 +88,11 @@ class DataParallel:
         self.first_cap_bytes = max(1, int(first_bucket_mb * 2**20))
         self.find_unused = find_unused_parameters
         self.verbose = verbose
-        # the thread's own message space. GPU peer kernels run beside backward: fewer blocks
-        # leave SMs to the compute (vit_l16 compiled on 2x H200: 67.7 ms a step with 128
-        # blocks, 65.6 with 32, 67.1 with 16), and as ranks drift apart in backward the early
-        # rank's kernel waits for its peer on one SM, not on 32 (bench/RESULTS.md)
-        self.comm = overlapping_comm(world)
+        # the thread's own message space. Collectives run beside backward: on GPUs joined by
+        # CUDA IPC the buckets cross by the copy engines and the waits sit in the stream, so
+        # no SM is taken from backward's GEMMs (copy_engine=False: the peer kernels on 32
+        # blocks, bench/RESULTS.md)
+        self.comm = overlapping_comm(world, copy_engine)
         self.overlap = overlap and _threads_allowed()
         self.thread = CommThread("mpitrain-dp") if self.overlap else None
         self.side_stream = None          # GPU: packs
@@ -287,7 +287,7 @@ class SingleRank:
 
 def apply_data_parallel(model, world, bucket_mb=25.0, first_bucket_mb=1.0, grad_dtype="fp32",
                         find_unused_parameters=False, overlap=True, verbose=False, naive=False,
-                        broadcast=True):
+                        broadcast=True, copy_engine=None):
     """Make `model` data parallel over `world`: broadcast rank 0's weights, then average the
     gradients of every backward. Returns the engine (no_sync(), synchronize(), describe())."""
     if broadcast:
@@ -295,4 +295,4 @@ def apply_data_parallel(model, world, bucket_mb=25.0, first_bucket_mb=1.0, grad_
     if naive:
         return NaiveDataParallel(model, world)
     return DataParallel(model, world, bucket_mb, first_bucket_mb, grad_dtype,
-                        find_unused_parameters, overlap, verbose)
+                        find_unused_parameters, overlap, verbose, copy_engine)

@@ -11,13 +11,18 @@ import os
 import torch
 
 
-def overlapping_comm(world):
-    """A communicator of its own for collectives that run beside compute: its GPU peer kernels
-    take few SMs (MPITRAIN_DP_PEER_BLOCKS, default 32) and wait for their peers on one block
-    first (MPITRAIN_PEER_ARRIVE_FIRST=0 turns that off)."""
+def overlapping_comm(world, copy_engine=None):
+    """A communicator of its own for collectives that run beside compute: its GPU all-reduces
+    move their bytes by the copy engines and wait in the stream, with
+    no SM (copy_engine; None: MPITRAIN_PEER_COPY_ENGINE, default on); its peer kernels take
+    few SMs (MPITRAIN_DP_PEER_BLOCKS, default 32) and wait for their peers on one block first
+    (MPITRAIN_PEER_ARRIVE_FIRST=0 turns that off)."""
     comm = world.dup()
     comm.peer_blocks = int(os.environ.get("MPITRAIN_DP_PEER_BLOCKS", "32"))
     comm.peer_arrive_first = os.environ.get("MPITRAIN_PEER_ARRIVE_FIRST", "1") != "0"
+    if copy_engine is None:
+        copy_engine = os.environ.get("MPITRAIN_PEER_COPY_ENGINE", "1") != "0"
+    comm.peer_copy_engine = bool(copy_engine)
     return comm
 
 

@@ -7,6 +7,7 @@ Skips without a GPU, and where the peer kernels cannot run (one GPU per rank ove
     mpiexec -n 2 python -m pytest --with-mpi tests/mpi/test_peer_kernels.py
 """
 import os
+import time
 
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def verdict(world, failures):
     assert ok, why
 
 
-@pytest.mark.parametrize("algorithm", ["one_shot", "two_shot", "two_shot_push"])
+@pytest.mark.parametrize("algorithm", ["one_shot", "two_shot", "two_shot_push", "copy_engine"])
 def test_all_reduce_in_many_pieces(small_region_world, algorithm):
     world = small_region_world
     failures = []
@@ -86,8 +87,8 @@ def test_many_calls_in_a_row_of_changing_sizes(peer_world):
     between: exercises the alternating regions and the barrier counters."""
     world = peer_world
     rng = np.random.default_rng(1234)                          # the same sequence on every rank
-    plan = [(int(rng.integers(1, 300_000)), ("one_shot", "two_shot", "two_shot_push", "auto")[i % 4])
-            for i in range(200)]
+    algorithms = ("one_shot", "two_shot", "two_shot_push", "copy_engine", "auto")
+    plan = [(int(rng.integers(1, 300_000)), algorithms[i % len(algorithms)]) for i in range(200)]
     inputs, outputs = [], []
     for i, (count, algorithm) in enumerate(plan):
         x = make_input("float32", count, seed=world.rank * 100_003 + i)
@@ -114,7 +115,7 @@ def test_calls_alternating_between_streams_keep_their_order(peer_world):
         with torch.cuda.stream(streams[i % 2]):
             if i % 5 == 0:
                 torch.cuda._sleep(2_000_000)
-            world.all_reduce(x, algorithm=("one_shot", "two_shot", "two_shot_push")[i % 3])
+            world.all_reduce(x, algorithm=("one_shot", "two_shot", "two_shot_push", "copy_engine")[i % 4])
     torch.cuda.synchronize()
     failures = [i for i, x in enumerate(bufs)
                 if not bool((x == sum(r + 1 + i for r in range(world.size))).all())]
@@ -156,6 +157,68 @@ def test_arrival_barrier_first_with_ranks_drifting_apart(peer_world):
         if not matches(got.cpu().numpy(), expected, "float32", "sum"):
             failures.append(i)
     verdict(comm, failures)
+
+
+@pytest.mark.parametrize("wait", ["memop", "kernel"])
+def test_copy_engine_lane_with_ranks_drifting_apart(peer_world, wait, monkeypatch):
+    """The overlapped communicators' fast lane (data parallel's buckets): every call goes by the
+    copy engines, waiting in the stream (memop) or in a one-block kernel.
+    Ranks held up in turn, sizes and dtypes changing, nothing synchronised between calls; every
+    result against the oracle."""
+    monkeypatch.setenv("MPITRAIN_PEER_CE_WAIT", wait)
+    comm = peer_world.dup()
+    comm.peer_copy_engine = True
+    comm.peer_arrive_first = True
+    p, r = comm.size, comm.rank
+    rng = np.random.default_rng(7)
+    calls = []
+    for i in range(40):
+        dtype = ("float32", "bfloat16")[i % 2]
+        count = int(10 ** rng.uniform(0, 6.5))                # 1 element to 3 M, every scale
+        if i % 5 == r % 5:
+            torch.cuda._sleep(2_000_000)                      # this rank arrives late this time
+        x = make_input(dtype, count, seed=r * 7919 + i)
+        g = gpu(x)
+        if dtype == "bfloat16":
+            g = g.view(torch.int16).view(torch.bfloat16)
+        comm.all_reduce(g)
+        calls.append((dtype, x, g))
+    assert comm._peer_lane.workspace.ce_wait == wait
+    failures = []
+    for i, (dtype, x, g) in enumerate(calls):
+        expected = reduce_reference(comm.mpi_comm.allgather(x), "sum", dtype, p)
+        got = g.view(torch.int16) if dtype == "bfloat16" else g
+        if not matches(got.cpu().numpy().view(expected.dtype), expected, dtype, "sum"):
+            failures.append(i)
+    verdict(comm, failures)
+
+
+def test_copy_engine_call_a_peer_has_not_reached_is_seen_by_the_watchdog_check(peer_world):
+    """A copy-engine call waits in the stream, out of the host's sight: the workspace's check
+    reports it once it is older than the timeout and not done, and stops once the peer came."""
+    comm = peer_world.dup()
+    comm.peer_copy_engine = True
+    if comm.size < 2:
+        pytest.skip("needs a peer")
+    x = torch.ones(1 << 20, device="cuda")
+    comm.all_reduce(x)                                        # makes the workspace
+    torch.cuda.synchronize()
+    ws = comm._peer_lane.workspace
+    if comm.rank == 0:
+        comm.all_reduce(x)                                    # rank 1 comes 3 s later
+        late = ws._overdue(time.monotonic() + 100, timeout_s=50)
+        early = ws._overdue(time.monotonic(), timeout_s=50)
+        comm.mpi_comm.barrier()
+    else:
+        time.sleep(3)
+        comm.mpi_comm.barrier()
+        comm.all_reduce(x)
+    torch.cuda.synchronize()
+    if comm.rank == 0:
+        assert late is not None and "never reached" in late, late
+        assert early is None
+        assert ws._overdue(time.monotonic() + 100, timeout_s=50) is None     # done now
+    assert bool((x == comm.size ** 2).all())
 
 
 def test_uneven_counts_in_place_and_overlapping(peer_world):
@@ -215,7 +278,8 @@ def test_every_rank_gets_the_same_bits(peer_world):
     """Floating sums are taken in rank order on every rank: data parallelism relies on it."""
     world = peer_world
     failures = []
-    for alg, count in (("one_shot", 10_001), ("two_shot", 1_000_003), ("two_shot_push", 1_000_003)):
+    for alg, count in (("one_shot", 10_001), ("two_shot", 1_000_003), ("two_shot_push", 1_000_003),
+                       ("copy_engine", 1_000_003)):
         x = torch.randn(count, generator=torch.Generator().manual_seed(world.rank)).cuda()
         world.all_reduce(x, algorithm=alg)
         digest = float(x.double().mul(torch.arange(count, device="cuda").double().sin()).sum())

@@ -47,6 +47,10 @@ def two_shot_push_all_reduce(ctx, array):
     _all_reduce(ctx, array, peer.TWO_SHOT_PUSH, "two_shot_push")
 
 
+def copy_engine_all_reduce(ctx, array):
+    _all_reduce(ctx, array, peer.COPY_ENGINE, "copy_engine")
+
+
 def peer_reduce_scatter(ctx, send, recv, counts):
     """One kernel when the whole input fits a workspace region, else the ring."""
     ws = workspace(ctx, "peer")
@@ -87,7 +91,7 @@ def _overlap(a, b):
 
 PEER_ALGORITHMS = {
     "all_reduce": {"one_shot": one_shot_all_reduce, "two_shot": two_shot_all_reduce,
-                   "two_shot_push": two_shot_push_all_reduce},
+                   "two_shot_push": two_shot_push_all_reduce, "copy_engine": copy_engine_all_reduce},
     "reduce_scatter": {"peer": peer_reduce_scatter},
     "all_gather": {"peer": peer_all_gather},
 }
