@@ -24,7 +24,7 @@ nproc >> "$OUT/gpu.txt"; uptime >> "$OUT/gpu.txt"
 date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/gpu.txt"
 [ -n "${SKIP_BUILD:-}" ] || $PY -m mpitrain.kernels.build --force 2>&1 | tail -2
 NGPU=$(nvidia-smi -L | wc -l)
-MPIRUN="${MPIEXEC:-mpiexec} --allow-run-as-root --oversubscribe -x PYTHONPATH -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST -x NVSHMEM_DISABLE_NVLS -x MPITRAIN_DP_PEER_BLOCKS"
+MPIRUN="${MPIEXEC:-mpiexec} --allow-run-as-root --oversubscribe ${BIND:+--bind-to $BIND} -x PYTHONPATH -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST -x NVSHMEM_DISABLE_NVLS -x MPITRAIN_DP_PEER_BLOCKS"
 PYFULL=$(command -v $PY)
 
 steps=${*:-tests pack model train}
@@ -60,6 +60,23 @@ for step in $steps; do
     ce-tests) MPITRAIN_TIMEOUT=60 timeout ${LIMIT:-300} $MPIRUN -n ${RANKS:-2} $PYFULL -m pytest -q -p no:cacheprovider \
              --with-mpi --color=no ${TESTS:-tests/mpi/test_peer_kernels.py} 2>&1 \
              | grep -a -E "^E |passed|failed|skipped|rror" | sort | uniq | head -20 | tee -a "$OUT/ce-tests.txt" ;;
+    staged-tests) for n in ${RANKS:-2 3}; do
+             echo "staged transport, $n rank(s)" | tee -a "$OUT/staged-tests.txt"
+             MPITRAIN_GPU_TRANSPORT=staged MPITRAIN_TIMEOUT=60 timeout ${LIMIT:-150} $MPIRUN -x MPITRAIN_GPU_TRANSPORT \
+               -n $n $PYFULL -m pytest -q -p no:cacheprovider --with-mpi --color=no \
+               ${TESTS:-tests/mpi/test_staged_transport.py tests/mpi/test_hierarchical.py tests/mpi/test_data_parallel.py} 2>&1 \
+               | grep -a -E "^E |passed|failed|rror" | sort | uniq | head -12 | tee -a "$OUT/staged-tests.txt"
+           done ;;
+    staged-bench) for t in staged auto; do
+             MPITRAIN_GPU_TRANSPORT=$t $MPIRUN -x MPITRAIN_GPU_TRANSPORT -n $NGPU $PYFULL -m mpitrain.comm.info --gpu \
+               2>&1 | grep -a -A8 "GPU paths" | tee -a "$OUT/staged-bench.txt"; done
+           for shared in 1 0; do
+             MPITRAIN_GPU_TRANSPORT=staged MPITRAIN_STAGED_SHARED=$shared $MPIRUN -x MPITRAIN_GPU_TRANSPORT \
+               -x MPITRAIN_STAGED_SHARED -n $NGPU $PYFULL -m mpitrain.bench collectives --device cuda \
+               --impl mpitrain,nccl,mpi --ops all_reduce --sizes ${SIZES:-1M,16M,64M,256M,1G} --algorithms auto \
+               --repeats 3 --json "$OUT/staged-bench-shared$shared.json" 2>&1 | grep -v Warning \
+               | tee -a "$OUT/staged-bench.txt"
+           done ;;
     peer-algos) for blocks in ${BLOCKS:-128}; do for region in ${REGIONS:-256}; do
              MPITRAIN_PEER_BLOCKS=$blocks MPITRAIN_PEER_REGION_MB=$region $MPIRUN -x MPITRAIN_PEER_BLOCKS \
                -x MPITRAIN_PEER_REGION_MB -n $NGPU $PYFULL -m mpitrain.bench \

@@ -48,7 +48,7 @@ def debug_from_env(debug):
 class Communicator:
     """A group of ranks and the collectives among them. Build one with mpitrain.comm.init()."""
 
-    def __init__(self, comm, topology, timeout=None, debug=None):
+    def __init__(self, comm, topology, timeout=None, debug=None, gpu_transport=None):
         self.mpi_comm = comm                 # the user's communicator, left untouched
         self.comm = comm.Dup()               # data plane: the collectives' messages
         self.ctl = comm.Dup()                # control plane: debug-mode agreement
@@ -68,6 +68,7 @@ class Communicator:
         self._contexts = {}                  # (dtype, op, device) -> Context, built once
         self._device_pool = DeviceScratchPool()
         self._gpu_transport = None           # made when the first GPU buffer arrives
+        self.gpu_transport_choice = gpu_transport   # auto | ipc | staged (None: the environment)
         self._peer_lane = None               # all_reduce's GPU fast lane (comm/peer.py), or None
         self._levels = None                  # node and cross-node communicators (hierarchical.py)
         self.peer_blocks = None              # most thread blocks of a peer kernel (None: env/default)
@@ -107,7 +108,8 @@ class Communicator:
         """A Communicator over the same ranks with its own message space, scratch memory and
         watchdog: collectives on it never pair with this one's, so another thread may use it
         (the data-parallel engine's communication thread does)."""
-        return Communicator(self.mpi_comm, self.topology, timeout=self.timeout, debug=self.debug)
+        return Communicator(self.mpi_comm, self.topology, timeout=self.timeout, debug=self.debug,
+                            gpu_transport=self.gpu_transport_choice)
 
     # ----------------------------------------------------------------- helpers for every rank
     def print0(self, *args, **kwargs):
@@ -369,24 +371,27 @@ class Communicator:
     def device_transport(self, device):
         """How GPU buffers move, decided once per communicator at its first GPU collective (all
         ranks together): CUDA IPC when every rank shares one node and a test copy between every
-        pair works, else host-staged MPI. MPITRAIN_GPU_TRANSPORT=ipc|staged forces one (ipc
-        fails on every rank, with the reason, when it cannot work)."""
+        pair works, else host-staged MPI (through a shared-memory window between ranks of one
+        node, MPI messages between nodes: StagedTransport.path_to). init(gpu_transport=...) or
+        MPITRAIN_GPU_TRANSPORT=ipc|staged forces one (ipc fails on every rank, with the reason,
+        when it cannot work)."""
         if self._gpu_transport is None:
             from .transport.ipc import IpcTransport, IpcUnavailable
             from .transport.staged import StagedTransport
-            choice = os.environ.get("MPITRAIN_GPU_TRANSPORT", "auto")
+            choice = self.gpu_transport_choice or os.environ.get("MPITRAIN_GPU_TRANSPORT", "auto")
             if choice not in ("auto", "ipc", "staged"):
-                raise CollectiveError(self.rank, f"MPITRAIN_GPU_TRANSPORT={choice!r}: choose "
-                                                 f"auto, ipc or staged")
+                raise CollectiveError(self.rank, f"GPU transport {choice!r} (gpu_transport= or "
+                                                 f"MPITRAIN_GPU_TRANSPORT): choose auto, ipc or "
+                                                 f"staged")
             transport = None
             if choice != "staged" and self.size > 1:
                 try:
                     transport = IpcTransport.probe(self.comm, self.watchdog, device, self.node)
                 except IpcUnavailable as exc:
                     if choice == "ipc":
-                        raise CollectiveError(self.rank, f"MPITRAIN_GPU_TRANSPORT=ipc, but CUDA "
-                                                         f"IPC is unavailable: {exc}") from exc
-            self._gpu_transport = transport or StagedTransport(self.comm, self.watchdog)
+                        raise CollectiveError(self.rank, f"GPU transport ipc was asked for, but "
+                                                         f"CUDA IPC is unavailable: {exc}") from exc
+            self._gpu_transport = transport or StagedTransport(self.comm, self.watchdog, node=self.node)
             if transport is not None and transport.peer_reason is None:
                 workspace = transport.peer_workspace(self.peer_blocks)
                 workspace.arrive_first = self.peer_arrive_first

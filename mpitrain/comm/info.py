@@ -2,7 +2,14 @@
 
 Lists the MPI library under mpi4py, its thread level and CUDA awareness, the transports, every
 algorithm per collective, and the thresholds "auto" uses.
+
+    mpiexec -n 2 python -m mpitrain.comm.info --gpu
+
+also builds the GPU transport of the job (one GPU per rank, as the trainer picks them) and prints
+how GPU buffers move between every pair of ranks.
 """
+import sys
+
 from mpi4py import MPI
 
 from .. import kernels
@@ -11,12 +18,38 @@ from .algorithms import ALGORITHMS, PEER_ALGORITHMS
 from .transport import HostTransport
 
 
+def gpu_paths(world):
+    """Rank 0 prints, for every pair of ranks, how GPU buffers travel (collective)."""
+    import torch
+    torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
+    device = torch.cuda.current_device()
+    world.all_reduce(torch.ones(1, device="cuda"))             # builds the transport
+    transport = world.device_transport(torch.device("cuda", device))
+    if transport.name == "cuda-ipc":
+        peer = transport.peer_reason
+        mine = {q: "cuda-ipc, " + ("peer kernels / copy engines" if peer is None else
+                                   f"peer copies per step (no peer kernels: {peer})")
+                for q in range(world.size) if q != world.rank}
+    else:
+        mine = {q: f"mpi-staged, {transport.path_to(q)}" for q in range(world.size) if q != world.rank}
+        if transport.shared is None:
+            mine = {q: f"{path} (no shared window: {transport.shared_reason})" for q, path in mine.items()}
+    table = world.mpi_comm.gather((world.rank, world.node, torch.cuda.get_device_name(device), mine))
+    if world.rank == 0:
+        print("GPU paths between ranks:")
+        for rank, node, name, paths in table:
+            for q, path in sorted(paths.items()):
+                if q > rank:
+                    print(f"  {rank} <-> {q}: {path}   (rank {rank}: node {node}, {name})")
+
+
 def main():
     print("MPI library:   ", MPI.Get_library_version().splitlines()[0].strip())
     print("mpi4py thread: ", {0: "single", 1: "funneled", 2: "serialized", 3: "multiple"}.get(
         MPI.Query_thread(), MPI.Query_thread()))
     print("transports:    ", HostTransport.name, "(host memory over MPI point-to-point);",
-          "mpi-staged (GPU memory through pinned host buffers, any MPI);",
+          "mpi-staged (GPU memory through pinned host buffers: a shared-memory window between "
+          "ranks of one node, MPI messages between nodes; any MPI);",
           "cuda-ipc (GPU to GPU on one node, chosen when a test copy between every pair works)")
     print("kernels:       ", kernels.describe_backend())
     lane = kernels.compiled.mpi_lib()
@@ -46,4 +79,11 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if "--gpu" in sys.argv[1:]:
+        from .world import init
+        world = init()
+        if world.rank == 0:
+            main()
+        gpu_paths(world)
+    else:
+        main()

@@ -74,7 +74,7 @@ def install_abort_hook(comm):
     threading.excepthook = thread_hook
 
 
-def init(comm=None, timeout=None, debug=None, abort_on_error=True):
+def init(comm=None, timeout=None, debug=None, abort_on_error=True, gpu_transport=None):
     """The world of ranks as a Communicator.
 
     comm: an mpi4py communicator (default MPI.COMM_WORLD).
@@ -83,6 +83,8 @@ def init(comm=None, timeout=None, debug=None, abort_on_error=True):
     debug: check before every collective that all ranks made the same call
            (default $MPITRAIN_DEBUG).
     abort_on_error: install the hook that aborts the job on an uncaught exception.
+    gpu_transport: how GPU buffers move: auto (default $MPITRAIN_GPU_TRANSPORT, else auto),
+           ipc or staged (Communicator.device_transport).
     """
     from mpi4py import MPI
     comm = MPI.COMM_WORLD if comm is None else comm
@@ -90,7 +92,7 @@ def init(comm=None, timeout=None, debug=None, abort_on_error=True):
         install_abort_hook(comm)
     topology = discover_topology(comm)
     share_cores(topology.local_size)
-    return Communicator(comm, topology, timeout=timeout, debug=debug)
+    return Communicator(comm, topology, timeout=timeout, debug=debug, gpu_transport=gpu_transport)
 
 
 def cores_per_rank(local_size):

@@ -1,42 +1,43 @@
 """Host-staged transport: GPU memory over any MPI, through pinned host buffers, chunked.
 
+A message is cut into chunks (MPITRAIN_STAGE_CHUNK_MB, default 4 MB) that travel one of two
+ways, chosen per pair of ranks:
+
+  across nodes (MPI messages):
     GPU --D2H--> pinned send stage --MPI--> pinned recv stage --H2D--> GPU
+  on one node (an MPI-3 shared-memory window, MPI_Win_allocate_shared, pinned with
+  cudaHostRegister in every process):
+    GPU --D2H--> the sender's stage in the window --H2D by the receiver--> GPU
+    and MPI carries only two 8-byte notes per chunk: "chunk k is in stage s", "stage s is free".
 
-A message is cut into chunks (MPITRAIN_STAGE_CHUNK_MB, default 4 MB) and each side keeps two
-stages of each direction, so the copy of chunk k+1 to the host overlaps the MPI transfer of
-chunk k, and the copy of received chunk k to the GPU overlaps the transfer of chunk k+1. Every
-copy is queued on the caller's current CUDA stream: a send first waits (on an event) for
-everything the caller queued before it; received data lands in stream order, so the reduce
-kernels queued after it see it, with no device-wide synchronize. MPI needs no CUDA support:
-this is the transport that works everywhere, across nodes included.
+Each side keeps several stages per direction, so copying chunk k+1 to the host overlaps moving
+chunk k, and copying chunk k to the GPU overlaps moving chunk k+1. The copies to the host run
+on a stream of their own (after an event on the caller's stream: everything the caller queued
+first), so they overlap the copies to the GPU, which run on the caller's stream; received data
+lands in stream order and the reduce kernels queued after it see it, with no device-wide
+synchronize. Before returning, a send waits until every chunk has left its GPU buffer (the
+algorithms may overwrite it) and, on one node, until the receiver has copied every stage out.
+MPI needs no CUDA support: this is the transport that works everywhere.
 
-Every message of the collectives carries one tag on the communicator's private duplicate, as in
-host.py: per pair, chunks arrive in the order they were sent.
+MPITRAIN_STAGED_SHARED=0 sends every chunk as MPI messages, on one node too (to measure, or
+where shared windows misbehave). Every message carries its own tag on the communicator's
+private duplicate: per pair, chunks and notes arrive in the order they were sent.
 """
 import os
 
+import numpy as np
 from mpi4py import MPI
 
 from .host import DATA_TAG
 
 BYTE = MPI.BYTE
 DEFAULT_CHUNK_MB = 4
+STAGES = 3                       # per direction and pair
+NOTE_TAG, FREE_TAG = 0x6D73, 0x6D74
 
 
-class _Stages:
-    """Two pinned send stages and two pinned receive stages of one chunk each, with the events
-    that say when the GPU has finished with them."""
-
-    def __init__(self, torch, chunk):
-        pinned = torch.empty(4 * chunk, dtype=torch.uint8, pin_memory=True)
-        self.pinned = pinned                                   # keeps the memory alive
-        self.send = [pinned[i * chunk:(i + 1) * chunk] for i in (0, 1)]
-        self.recv = [pinned[(2 + i) * chunk:(3 + i) * chunk] for i in (0, 1)]
-        self.send_np = [s.numpy() for s in self.send]
-        self.recv_np = [r.numpy() for r in self.recv]
-        self.copied_out = [torch.cuda.Event(), torch.cuda.Event()]   # D2H into send[i] done
-        self.copied_in = [torch.cuda.Event(), torch.cuda.Event()]    # H2D out of recv[i] done
-        self.reading = [False, False]        # an H2D out of recv[i] may still be running
+def shared_from_env():
+    return os.environ.get("MPITRAIN_STAGED_SHARED", "1") not in ("0", "", "false", "no")
 
 
 def _bytes(torch, buf):
@@ -48,10 +49,68 @@ def _bytes(torch, buf):
     return buf.view(torch.uint8)
 
 
+def _chunks(buf, chunk):
+    """How many chunks a message is cut into (an empty message is still one)."""
+    if buf is None:
+        return 0
+    return max(1, -(-buf.numel() // chunk))
+
+
+class _MessageStages:
+    """Pinned send and receive stages for the MPI-message path, with their events."""
+
+    def __init__(self, torch, chunk):
+        pinned = torch.empty(2 * STAGES * chunk, dtype=torch.uint8, pin_memory=True)
+        self.pinned = pinned                                   # keeps the memory alive
+        self.send = [pinned[i * chunk:(i + 1) * chunk] for i in range(STAGES)]
+        self.recv = [pinned[(STAGES + i) * chunk:(STAGES + i + 1) * chunk] for i in range(STAGES)]
+        self.send_np = [s.numpy() for s in self.send]
+        self.recv_np = [r.numpy() for r in self.recv]
+        self.copied_in = [torch.cuda.Event() for _ in range(STAGES)]   # H2D out of recv[i] done
+        self.reading = [False] * STAGES      # an H2D out of recv[i] may still be running
+
+
+class SharedWindow:
+    """Send stages in an MPI shared-memory window over the ranks of this node: rank a's stages
+    for rank b are read by b itself. Built collectively over `comm`; `peers` are the ranks of
+    comm that share it (this one included)."""
+
+    def __init__(self, torch, comm, node, chunk):
+        shm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+        group = shm.Split(color=node, key=comm.Get_rank())     # honours a pretended node split
+        shm.Free()
+        self.group = group
+        self.peers = group.allgather(comm.Get_rank())          # comm ranks, in group order
+        self.index = {r: i for i, r in enumerate(self.peers)}
+        n = len(self.peers)
+        self.stride = STAGES * chunk                          # one destination's stages
+        page = 1 << 21
+        size = -(-n * self.stride // page) * page
+        self.win = MPI.Win.Allocate_shared(size, 1, comm=group)
+        self.segments = []
+        self.registered = []
+        cudart = torch.cuda.cudart()
+        for i in range(n):
+            mem, _ = self.win.Shared_query(i)
+            seg = torch.frombuffer(mem, dtype=torch.uint8) if len(mem) else torch.empty(0, dtype=torch.uint8)
+            if seg.numel():
+                rc = cudart.cudaHostRegister(seg.data_ptr(), seg.numel(), 0)
+                if int(rc) != 0:
+                    raise RuntimeError(f"cudaHostRegister of the shared window failed ({rc})")
+                self.registered.append(seg.data_ptr())
+            self.segments.append(seg)
+        group.Barrier()
+
+    def stage(self, owner, reader, s, nbytes):
+        """Stage s of comm rank `owner`'s stages for comm rank `reader`."""
+        start = self.index[reader] * self.stride + s * (self.stride // STAGES)
+        return self.segments[self.index[owner]][start:start + nbytes]
+
+
 class StagedTransport:
     name = "mpi-staged"
 
-    def __init__(self, comm, watchdog, chunk_bytes=None):
+    def __init__(self, comm, watchdog, chunk_bytes=None, node=0):
         import torch
         self.torch = torch
         self.comm = comm
@@ -59,10 +118,38 @@ class StagedTransport:
         mb = float(os.environ.get("MPITRAIN_STAGE_CHUNK_MB", DEFAULT_CHUNK_MB))
         self.chunk = int(chunk_bytes or mb * 2**20)
         self._stages = None
+        self._d2h_stream = None
+        self._events = None
+        self.shared = None
+        self.shared_reason = "MPITRAIN_STAGED_SHARED=0"
+        if shared_from_env():
+            reason = None
+            try:
+                shared = SharedWindow(torch, comm, node, self.chunk)
+            except Exception as exc:                            # every rank learns, below
+                shared, reason = None, f"rank {comm.Get_rank()}: {exc}"
+            reasons = [r for r in comm.allgather(reason) if r]
+            if reasons:
+                self.shared_reason = reasons[0]
+            else:
+                self.shared, self.shared_reason = shared, None
+        self._note = np.zeros(1, np.int64)
 
-    def _get_stages(self):
+    def path_to(self, peer):
+        """'shared-memory' or 'messages': how chunks travel between this rank and `peer`."""
+        return "shared-memory" if self._shares(peer) else "messages"
+
+    def _shares(self, peer):
+        return self.shared is not None and peer in self.shared.index
+
+    def _setup(self):
+        torch = self.torch
         if self._stages is None:
-            self._stages = _Stages(self.torch, self.chunk)
+            self._stages = _MessageStages(torch, self.chunk)
+            self._d2h_stream = torch.cuda.Stream()
+            self._events = [torch.cuda.Event() for _ in range(STAGES)]     # D2H of chunk k % S done
+            self._in_events = [torch.cuda.Event() for _ in range(STAGES)]  # H2D of chunk k % S done
+            self._start = torch.cuda.Event()
         return self._stages
 
     def send(self, buf, dest):
@@ -76,53 +163,93 @@ class StagedTransport:
 
     def _exchange(self, sendbuf, dest, recvbuf, source):
         """Send `sendbuf` to dest while receiving `recvbuf` from source, chunk by chunk."""
-        st, chunk, comm, wd = self._get_stages(), self.chunk, self.comm, self.watchdog
-        out = _bytes(self.torch, sendbuf)
-        into = _bytes(self.torch, recvbuf)
-        n_out = -(-out.numel() // chunk) if out is not None else 0
-        n_in = -(-into.numel() // chunk) if into is not None else 0
-        if out is not None and out.numel() == 0:
-            n_out = 1                                    # an empty message still pairs up
-        if into is not None and into.numel() == 0:
-            n_in = 1
+        torch = self.torch
+        st, chunk, comm, wd = self._setup(), self.chunk, self.comm, self.watchdog
+        out = _bytes(torch, sendbuf)
+        into = _bytes(torch, recvbuf)
+        n_out, n_in = _chunks(out, chunk), _chunks(into, chunk)
+        shared_out = out is not None and self._shares(dest)
+        shared_in = into is not None and self._shares(source)
         wd.peers = tuple(p for p in (source, dest) if p is not None)
         wd.progress += 1
+        caller = torch.cuda.current_stream()
+        if out is not None:                       # the D2H copies start after the caller's work
+            self._start.record(caller)
+            self._d2h_stream.wait_event(self._start)
 
+        # ---- receiving: post the first notes (shared) or chunks (messages)
         def post_recv(k):
-            i = k % 2
-            if st.reading[i]:                            # the GPU may still read this stage
+            i = k % STAGES
+            if shared_in:
+                return comm.Irecv([np.empty(1, np.int64), MPI.INT64_T], source, NOTE_TAG)
+            if st.reading[i]:                     # the GPU may still read this stage
                 st.copied_in[i].synchronize()
                 st.reading[i] = False
             size = min(chunk, into.numel() - k * chunk)
             return comm.Irecv([st.recv_np[i][:size], BYTE], source, DATA_TAG)
 
-        recv_reqs = [post_recv(k) if k < n_in else None for k in (0, 1)]
-        send_reqs = [None, None]
+        recv_reqs = [post_recv(k) if k < n_in else None for k in range(STAGES)]
+        send_reqs = [None] * STAGES               # messages: the Isend of stage i; shared: None
+        free_reqs = [None] * STAGES               # shared: "stage i is free" from dest
+        unacked = []                              # shared receive: chunks copied out, not freed
+
+        def free_stages(block):
+            """Shared receive: tell the source which stages it may reuse (their H2D is done)."""
+            while unacked and (block or self._in_events[unacked[0] % STAGES].query()):
+                k = unacked.pop(0)
+                self._in_events[k % STAGES].synchronize()
+                comm.Send([np.array([k], np.int64), MPI.INT64_T], source, FREE_TAG)
+
+        def wait(req):
+            """Wait for req; meanwhile free the stages whose copies are done. Never block
+            without doing that: the source may be waiting for a free stage to send what this
+            rank waits for."""
+            wd.progress += 1
+            if not shared_in:
+                req.Wait()
+                return
+            while not req.Test():
+                free_stages(block=False)
+
         for k in range(max(n_out, n_in)):
             if k < n_out:
-                i = k % 2
-                if send_reqs[i] is not None:
-                    wd.progress += 1
-                    send_reqs[i].Wait()
-                start = k * chunk
-                part = out[start:start + chunk]
-                stage = st.send[i][:part.numel()]
-                stage.copy_(part, non_blocking=True)     # D2H on the caller's stream
-                st.copied_out[i].record()
-                st.copied_out[i].synchronize()           # this chunk only: not the device
-                send_reqs[i] = comm.Isend([st.send_np[i][:part.numel()], BYTE], dest, DATA_TAG)
+                i = k % STAGES
+                part = out[k * chunk:(k + 1) * chunk]
+                if shared_out:
+                    if free_reqs[i] is not None:  # dest has copied chunk k - STAGES out
+                        wait(free_reqs[i])
+                    stage = self.shared.stage(comm.Get_rank(), dest, i, part.numel())
+                else:
+                    if send_reqs[i] is not None:
+                        wait(send_reqs[i])
+                    stage = st.send[i][:part.numel()]
+                with torch.cuda.stream(self._d2h_stream):
+                    stage.copy_(part, non_blocking=True)
+                    self._events[i].record()
+                self._events[i].synchronize()     # this chunk only: not the device
+                if shared_out:
+                    comm.Send([np.array([k], np.int64), MPI.INT64_T], dest, NOTE_TAG)
+                    free_reqs[i] = comm.Irecv([np.empty(1, np.int64), MPI.INT64_T], dest, FREE_TAG)
+                else:
+                    send_reqs[i] = comm.Isend([st.send_np[i][:part.numel()], BYTE], dest, DATA_TAG)
             if k < n_in:
-                i = k % 2
-                wd.progress += 1
-                recv_reqs[i].Wait()
-                start = k * chunk
-                part = into[start:start + chunk]
-                if part.numel():
-                    part.copy_(st.recv[i][:part.numel()], non_blocking=True)   # H2D, in order
-                    st.copied_in[i].record()
+                i = k % STAGES
+                wait(recv_reqs[i])
+                part = into[k * chunk:(k + 1) * chunk]
+                if shared_in:
+                    free_stages(block=False)
+                    if part.numel():
+                        part.copy_(self.shared.stage(source, comm.Get_rank(), i, part.numel()),
+                                   non_blocking=True)             # H2D, in the caller's order
+                    self._in_events[i].record(caller)
+                    unacked.append(k)
+                elif part.numel():
+                    part.copy_(st.recv[i][:part.numel()], non_blocking=True)
+                    st.copied_in[i].record(caller)
                     st.reading[i] = True
-                recv_reqs[i] = post_recv(k + 2) if k + 2 < n_in else None
-        for req in send_reqs:
+                recv_reqs[i] = post_recv(k + STAGES) if k + STAGES < n_in else None
+        if shared_in:
+            free_stages(block=True)
+        for req in send_reqs + free_reqs:
             if req is not None:
-                wd.progress += 1
-                req.Wait()
+                wait(req)
