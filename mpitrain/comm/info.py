@@ -70,8 +70,9 @@ def main():
           f"ranks, else binomial")
     print(f"  reduce, gather: linear up to {auto.LINEAR_MAX_RANKS} ranks, else binomial")
     print(f"  GPU, peer kernels (CUDA IPC, one GPU per rank): all_reduce one_shot up to "
-          f"{auto.PEER_ONE_SHOT_MAX_BYTES // 1024} KB, else two_shot; reduce_scatter, all_gather "
-          f"peer (ring beyond a workspace region)")
+          f"{auto.PEER_ONE_SHOT_MAX_BYTES // 1024} KB, else two_shot_push; reduce_scatter, "
+          f"all_gather peer (ring beyond a workspace region); the communicators beside compute "
+          f"(data parallel, ZeRO): all_reduce copy_engine (MPITRAIN_PEER_COPY_ENGINE)")
     print(f"  all_reduce with ranks on several nodes (the same number on each): hierarchical "
           f"from {auto.HIERARCHICAL_MIN_BYTES >> 20} MB")
     print(f"  GPU, 2 ranks without peer kernels: all_reduce recursive_doubling below "
