@@ -22,7 +22,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,
 nvidia-smi topo -m 2>&1 | head -4 >> "$OUT/gpu.txt"
 nproc >> "$OUT/gpu.txt"; uptime >> "$OUT/gpu.txt"
 date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/gpu.txt"
-[ -n "${SKIP_BUILD:-}" ] || $PY -m mpitrain.kernels.build --force 2>&1 | tail -2
+# SKIP_BUILD=1 skips the build only where the library is already there (a fresh machine has none:
+# the run would silently measure the torch fallback)
+if [ -z "${SKIP_BUILD:-}" ] || [ ! -f mpitrain/kernels/_lib/libmpitrain_cuda.so ]; then
+  $PY -m mpitrain.kernels.build --force 2>&1 | tail -2
+fi
 NGPU=$(nvidia-smi -L | wc -l)
 MPIRUN="${MPIEXEC:-mpiexec} --allow-run-as-root --oversubscribe ${BIND:+--bind-to $BIND} -x PYTHONPATH -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST -x NVSHMEM_DISABLE_NVLS -x MPITRAIN_DP_PEER_BLOCKS"
 PYFULL=$(command -v $PY)

@@ -13,7 +13,7 @@ import sys
 from mpi4py import MPI
 
 from .. import kernels
-from . import auto
+from . import auto, cuda_aware
 from .algorithms import ALGORITHMS, PEER_ALGORITHMS
 from .transport import HostTransport
 
@@ -47,6 +47,9 @@ def main():
     print("MPI library:   ", MPI.Get_library_version().splitlines()[0].strip())
     print("mpi4py thread: ", {0: "single", 1: "funneled", 2: "serialized", 3: "multiple"}.get(
         MPI.Query_thread(), MPI.Query_thread()))
+    aware, how = cuda_aware.query()
+    print("CUDA-aware:    ", {True: "yes", False: "no", None: "unknown"}[aware], f"({how}); GPU "
+          f"buffers never reach MPI: they move by CUDA IPC or through pinned host stages")
     print("transports:    ", HostTransport.name, "(host memory over MPI point-to-point);",
           "mpi-staged (GPU memory through pinned host buffers: a shared-memory window between "
           "ranks of one node, MPI messages between nodes; any MPI);",

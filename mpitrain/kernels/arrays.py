@@ -4,6 +4,7 @@ Works on numpy arrays, torch tensors (CPU or CUDA) and CuPy arrays without impor
 CuPy unless such an array shows up. `device` is -1 for host memory, else the CUDA device index.
 bfloat16 numpy arrays are ml_dtypes' bfloat16 (or uint16 bit patterns with dtype="bfloat16").
 """
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,3 +76,22 @@ def current_stream(info, stream=None):
         import cupy
         return cupy.cuda.get_current_stream().ptr
     return 0
+
+
+def on_stream(info, stream=None):
+    """A context in which torch's or CuPy's own ops run on `stream` (what current_stream takes;
+    None: the current stream, nothing to switch): the fallbacks' arithmetic must land on the
+    stream the caller asked for, as the compiled kernels do, or events recorded there miss it."""
+    if stream is None or info.device < 0:
+        return contextlib.nullcontext()
+    if info.kind == "torch":
+        import torch
+        if not isinstance(stream, torch.cuda.Stream):
+            stream = torch.cuda.ExternalStream(current_stream(info, stream), device=info.device)
+        return torch.cuda.stream(stream)
+    if info.kind == "cupy":
+        import cupy
+        if not isinstance(stream, cupy.cuda.Stream):
+            stream = cupy.cuda.ExternalStream(current_stream(info, stream), info.device)
+        return stream
+    return contextlib.nullcontext()

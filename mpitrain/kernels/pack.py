@@ -12,7 +12,7 @@ the compiled library, numpy or torch does the same arithmetic (float32, round on
 import numpy as np
 
 from . import reference
-from .arrays import current_stream, describe
+from .arrays import current_stream, describe, on_stream
 from .backend import announce
 from .compiled import DTYPE_CODES, PACK_DTYPES, MtSlot, check, cpu_lib, cuda_lib
 
@@ -82,7 +82,8 @@ class PackPlan:
         """bucket[slot_i] = wire_dtype(scale * tensor_i) for every tensor, in one pass."""
         lib = self._lib()
         if lib is None:
-            return _fallback(self, "pack", scale, False)
+            with on_stream(self._info, stream):
+                return _fallback(self, "pack", scale, False)
         if self.device < 0:
             rc = lib.mt_cpu_pack(self._slots, self._n, self._tensor_code, self._info.ptr,
                                  self._wire_code, float(scale))
@@ -98,7 +99,8 @@ class PackPlan:
         """tensor_i = scale * bucket[slot_i] (or += with accumulate), cast back to its dtype."""
         lib = self._lib()
         if lib is None:
-            return _fallback(self, "unpack", scale, accumulate)
+            with on_stream(self._info, stream):
+                return _fallback(self, "unpack", scale, accumulate)
         if self.device < 0:
             rc = lib.mt_cpu_unpack(self._slots, self._n, self._tensor_code, self._info.ptr,
                                    self._wire_code, float(scale), bool(accumulate))

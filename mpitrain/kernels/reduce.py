@@ -8,7 +8,7 @@ returns f(dst, src) for flat host arrays in their storage dtype (bfloat16 as uin
 import numpy as np
 
 from . import reference
-from .arrays import current_stream, describe
+from .arrays import current_stream, describe, on_stream
 from .backend import announce
 from .compiled import DTYPE_CODES, OP_CODES, KernelError, check, cpu_lib, cuda_lib
 
@@ -104,7 +104,8 @@ def multi_reduce(dst, srcs, op="sum", stream=None):
     if d.device >= 0:
         lib = cuda_lib()
         if lib is None:
-            return _torch_multi_reduce(dst, srcs, op)
+            with on_stream(d, stream):
+                return _torch_multi_reduce(dst, srcs, op)
         import ctypes
         ptrs = (ctypes.c_void_p * len(infos))(*[s.ptr for s in infos])
         check(lib, lib.mt_cuda_multi_reduce(d.ptr, ptrs, len(infos), d.count,

@@ -112,6 +112,29 @@ def test_pack_runs_on_the_callers_stream():
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("which", ["pack", "multi_reduce"])
+def test_the_torch_fallback_runs_on_the_stream_asked_for(monkeypatch, which):
+    """Without the library, torch does the arithmetic, and on the stream the caller named: an
+    event recorded there must cover it (the data-parallel engine packs on a side stream)."""
+    monkeypatch.setitem(compiled._loaded, "libmpitrain_cuda.so", None)      # as if not built
+    src = [torch.randn(1 << 20, device="cuda") for _ in range(2)]
+    out = torch.zeros(2 << 20, device="cuda")
+    side = torch.cuda.Stream()
+    torch.cuda.synchronize()
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(200_000_000)                  # the side stream is busy for a while
+    if which == "pack":
+        kernels.pack(src, out, [0, 1 << 20], stream=side)
+        want = torch.cat(src)
+    else:
+        kernels.multi_reduce(out[: 1 << 20], src, stream=side)
+        want = torch.cat([src[0] + src[1], torch.zeros(1 << 20, device="cuda")])
+    early = out.clone()                                 # on the current stream: not behind it
+    torch.cuda.synchronize()
+    assert not early.any(), "the fallback ran on the current stream, not the one asked for"
+    assert torch.equal(out, want)
+
+
 def test_cupy_arrays_work_too():
     cupy = pytest.importorskip("cupy")
     a = cupy.arange(1001, dtype=cupy.float32)

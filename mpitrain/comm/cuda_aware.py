@@ -1,0 +1,43 @@
+"""Does the MPI library under mpi4py take GPU pointers (is it CUDA-aware)? Asked of the library.
+
+Open MPI answers MPIX_Query_cuda_support() (1 when it was built with CUDA and supports it now),
+MPICH answers MPIX_GPU_query_support(MPIX_GPU_SUPPORT_CUDA, &flag). Both live in the libmpi that
+mpi4py loaded; it is found in this process's memory map, since mpi4py opens it privately.
+No transport uses the answer yet: `python -m mpitrain.comm.info` reports it.
+"""
+import ctypes
+
+MPIX_GPU_SUPPORT_CUDA = 0           # MPICH's mpi.h
+
+
+def loaded_libmpi():
+    """The path of the libmpi this process has mapped (mpi4py imported first), or None."""
+    from mpi4py import MPI  # noqa: F401  (maps the library)
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if "/libmpi.so" in path or "/libmpich.so" in path:
+                    return path
+    except OSError:
+        return None
+    return None
+
+
+def query():
+    """(True | False | None, how it was found out)."""
+    path = loaded_libmpi()
+    if path is None:
+        return None, "the MPI library could not be found in this process"
+    lib = ctypes.CDLL(path)
+    fn = getattr(lib, "MPIX_Query_cuda_support", None)
+    if fn is not None:
+        fn.restype, fn.argtypes = ctypes.c_int, []
+        return bool(fn()), f"MPIX_Query_cuda_support() in {path}"
+    fn = getattr(lib, "MPIX_GPU_query_support", None)
+    if fn is not None:
+        fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        flag = ctypes.c_int(0)
+        if fn(MPIX_GPU_SUPPORT_CUDA, ctypes.byref(flag)) == 0:
+            return bool(flag.value), f"MPIX_GPU_query_support(CUDA) in {path}"
+    return None, f"{path} has no CUDA query (MPIX_Query_cuda_support, MPIX_GPU_query_support)"
