@@ -133,7 +133,6 @@ class StagedTransport:
                 self.shared_reason = reasons[0]
             else:
                 self.shared, self.shared_reason = shared, None
-        self._note = np.zeros(1, np.int64)
 
     def path_to(self, peer):
         """'shared-memory' or 'messages': how chunks travel between this rank and `peer`."""
@@ -142,14 +141,17 @@ class StagedTransport:
     def _shares(self, peer):
         return self.shared is not None and peer in self.shared.index
 
-    def _setup(self):
+    def _setup(self, messages):
+        """The copy stream and events, made once; the pinned message stages too when a pair
+        without the window is in the exchange (none on a node that has it)."""
         torch = self.torch
-        if self._stages is None:
-            self._stages = _MessageStages(torch, self.chunk)
+        if self._d2h_stream is None:
             self._d2h_stream = torch.cuda.Stream()
             self._events = [torch.cuda.Event() for _ in range(STAGES)]     # D2H of chunk k % S done
             self._in_events = [torch.cuda.Event() for _ in range(STAGES)]  # H2D of chunk k % S done
             self._start = torch.cuda.Event()
+        if messages and self._stages is None:
+            self._stages = _MessageStages(torch, self.chunk)
         return self._stages
 
     def send(self, buf, dest):
@@ -164,12 +166,14 @@ class StagedTransport:
     def _exchange(self, sendbuf, dest, recvbuf, source):
         """Send `sendbuf` to dest while receiving `recvbuf` from source, chunk by chunk."""
         torch = self.torch
-        st, chunk, comm, wd = self._setup(), self.chunk, self.comm, self.watchdog
+        chunk, comm, wd = self.chunk, self.comm, self.watchdog
         out = _bytes(torch, sendbuf)
         into = _bytes(torch, recvbuf)
         n_out, n_in = _chunks(out, chunk), _chunks(into, chunk)
         shared_out = out is not None and self._shares(dest)
         shared_in = into is not None and self._shares(source)
+        st = self._setup(messages=(out is not None and not shared_out) or
+                         (into is not None and not shared_in))
         wd.peers = tuple(p for p in (source, dest) if p is not None)
         wd.progress += 1
         caller = torch.cuda.current_stream()
