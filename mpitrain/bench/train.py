@@ -277,7 +277,7 @@ def show(report, args):
         vs = f"{row['vs_ddp']:.2f}x" if row["vs_ddp"] else "-"
         peak = f"{row['peak_gib']:.2f}" if row.get("peak_gib") is not None else "-"
         rounds = " ".join(f"{x:.1f} [{' '.join(f'{y:.1f}' for y in ranks)}]"
-                          for x, ranks in zip(row["rounds_ms"], row.get("rank_ms") or [[]] * 99))
+                          for x, ranks in zip(row["rounds_ms"], row["rank_ms"]))
         print(f"{row['impl']:>14} {row['step_ms']:9.2f} {row['img_per_s']:9.1f} {vs:>9} {peak:>9} "
               f"{row['final_loss']:11.5f}  {rounds}")
     for row in report["rows"]:

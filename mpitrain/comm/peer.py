@@ -173,13 +173,13 @@ class PeerWorkspace:
             self._bound[q] = b
         if mode == COPY_ENGINE:
             self._run_copy_engine(src, dst, n, dtype_code, op_code, stream)
-            return
-        blocks = min(self.max_blocks, max(1, -(-nbytes // (THREADS * 16))))
-        check(self.lib, self.lib.mt_peer_run(
-            mode, self._bases, self.rank, self.size, src, dst, self._bound, n, self._region,
-            self.region_bytes, self._epoch & 0xFFFFFFFF, blocks, dtype_code, op_code,
-            int(self.arrive_first), self.timeout_s, self.device, stream))
-        self._epoch += 2 if mode in (TWO_SHOT, TWO_SHOT_PUSH) else 1
+        else:
+            blocks = min(self.max_blocks, max(1, -(-nbytes // (THREADS * 16))))
+            check(self.lib, self.lib.mt_peer_run(
+                mode, self._bases, self.rank, self.size, src, dst, self._bound, n, self._region,
+                self.region_bytes, self._epoch & 0xFFFFFFFF, blocks, dtype_code, op_code,
+                int(self.arrive_first), self.timeout_s, self.device, stream))
+        self._epoch += 2 if mode in (TWO_SHOT, TWO_SHOT_PUSH, COPY_ENGINE) else 1
         self._region ^= 1
 
     def _run_copy_engine(self, src, dst, n, dtype_code, op_code, stream):
@@ -188,11 +188,9 @@ class PeerWorkspace:
             self._bases, self.rank, self.size, src, dst, self._bound, n, self._region,
             self.region_bytes, self._epoch & 0xFFFFFFFF, dtype_code, op_code,
             CE_WAITS[self.ce_wait], self.timeout_s, self.device, stream))
-        if self.ce_wait == "memop" and self.size > 1:
+        if self.ce_wait == "memop" and self.size > 1:     # the watchdog times it (_overdue)
             check(lib, lib.mt_event_record(self._ce_event, self.device, stream))
             self._ce_queued = (time.monotonic(), self._epoch)
-        self._epoch += 2
-        self._region ^= 1
 
     def _overdue(self, now, timeout_s):
         """The watchdog's check (another thread): the last copy-engine call, queued more than
