@@ -3,7 +3,7 @@
 # call: build the kernels for sm_90, run the CUDA tests, then the GPU benchmarks, each with its
 # baseline in the same run. Results land in $OUT (the device tool brings them back).
 #
-#   bash bench/gpu_round.sh [tests|pack|model|train|dp-tests|dp-bench|cuda-tests|cuda-bench ...]
+#   bash bench/gpu_round.sh [tests|pack|model|train|train-compile|dp-tests|cuda-tests|cuda-mpi-tests|... ]
 #   (default: tests pack model train, in that order; dp-* run one rank per visible GPU)
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -28,8 +28,22 @@ if [ -z "${SKIP_BUILD:-}" ] || [ ! -f mpitrain/kernels/_lib/libmpitrain_cuda.so 
   $PY -m mpitrain.kernels.build --force 2>&1 | tail -2
 fi
 NGPU=$(nvidia-smi -L | wc -l)
-MPIRUN="${MPIEXEC:-mpiexec} --allow-run-as-root --oversubscribe ${BIND:+--bind-to $BIND} -x PYTHONPATH -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST -x NVSHMEM_DISABLE_NVLS -x MPITRAIN_DP_PEER_BLOCKS"
+MPIRUN="${MPIEXEC:-mpiexec} --allow-run-as-root --oversubscribe ${MAPBY:+--map-by $MAPBY} ${BIND:+--bind-to $BIND} -x PYTHONPATH -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST -x NVSHMEM_DISABLE_NVLS -x MPITRAIN_DP_PEER_BLOCKS"
 PYFULL=$(command -v $PY)
+
+# Intel MPI, a CUDA-aware MPI (bench/fetch_impi.sh here, carry .impi): its mpiexec, its libmpi
+# under the carried mpi4py (whose MPICH-ABI build loads it), GPU buffers on (I_MPI_OFFLOAD=1).
+impi_env() {
+  local root=$PWD/.impi
+  [ -f "$root/lib/libmpi.so.12" ] || { echo "no .impi: run bench/fetch_impi.sh and carry .impi"; return 1; }
+  local tag; tag=$($PY -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
+  $PY -m pip install -q --no-index --no-deps --target /tmp/impi-py "$root"/wheels/mpi4py-*-cp$tag-*.whl || return 1
+  local libcuda; libcuda=$(ldconfig -p | awk '/libcuda.so.1 /{print $NF; exit}')
+  export I_MPI_ROOT=$root LD_LIBRARY_PATH=$root/lib:${LD_LIBRARY_PATH:-} I_MPI_FABRICS=shm \
+    I_MPI_OFFLOAD=1 I_MPI_OFFLOAD_MODE=cuda I_MPI_OFFLOAD_CUDA_LIBRARY=$libcuda \
+    MPI4PY_LIBMPI=$root/lib/libmpi.so.12 PYTHONPATH=/tmp/impi-py:$PYTHONPATH
+  IMPIRUN="$root/bin/mpiexec.hydra -genvall"
+}
 
 steps=${*:-tests pack model train}
 for step in $steps; do
@@ -43,6 +57,12 @@ for step in $steps; do
              --json "$OUT/model-vit_l16.json" 2>&1 | grep -v Warning | tee "$OUT/model-vit_l16.txt" ;;
     train) $PY -m mpitrain.train vit_l16 --data synthetic --precision bf16 --batch-size 64 \
              --steps 60 --log-every 20 --no-progress 2>&1 | tee "$OUT/train-vit_l16.txt" ;;
+    train-compile) # the command, and one GPU alone with the same per-GPU batch, same job
+           for n in 1 $NGPU; do
+             $MPIRUN -n $n $PYFULL -m mpitrain.train vit_l16 --data synthetic --precision bf16 \
+               --batch-size $((64 * n)) --compile --steps ${STEPS:-80} --log-every 20 --no-progress 2>&1 \
+               | grep -v -i warn | grep -v "^\[rank" | tee -a "$OUT/train-compile${TAG:-}.txt"
+           done ;;
     dp-tests) for n in 1 2; do
              MPITRAIN_TIMEOUT=120 timeout 600 $MPIRUN -n $n $PYFULL -m pytest -q -p no:cacheprovider \
                --with-mpi tests/mpi/test_data_parallel.py 2>&1 | tail -4 | tee -a "$OUT/dp-tests.txt"
@@ -110,6 +130,22 @@ for step in $steps; do
              --compile --rounds ${ROUNDS:-1} --steps 20 --warmup 5 ${PROFILE:+--profile} \
              --grad-dtype ${GRAD:-fp32} --json "$OUT/compile-bench-vit_l16${TAG:-}.json" 2>&1 \
              | grep -v -i "warn" | grep -v "^\[rank" | tee "$OUT/compile-bench-vit_l16${TAG:-}.txt" ;;
+    cuda-mpi-tests) ( impi_env || exit 0
+           $IMPIRUN -n 2 $PYFULL -m mpitrain.comm.info --gpu 2>&1 | head -4 | tee -a "$OUT/cuda-mpi-tests.txt"
+           MPITRAIN_GPU_TRANSPORT=cuda-mpi $IMPIRUN -n 2 $PYFULL -m mpitrain.comm.info --gpu 2>&1 \
+             | grep -a -A3 "GPU paths" | tee -a "$OUT/cuda-mpi-tests.txt"
+           for n in ${RANKS:-1 2 3}; do
+             echo "Intel MPI, MPITRAIN_GPU_TRANSPORT=cuda-mpi, $n rank(s)" | tee -a "$OUT/cuda-mpi-tests.txt"
+             MPITRAIN_GPU_TRANSPORT=cuda-mpi MPITRAIN_TIMEOUT=60 timeout ${LIMIT:-200} $IMPIRUN -n $n \
+               $PYFULL -m pytest -q -p no:cacheprovider --with-mpi --color=no \
+               ${TESTS:-tests/mpi/test_cuda_mpi_transport.py tests/mpi/test_collectives_cuda.py} 2>&1 \
+               | grep -a -E "^E |passed|failed|rror" | sort | uniq | head -12 | tee -a "$OUT/cuda-mpi-tests.txt"
+           done ) ;;
+    cuda-mpi-bench) ( impi_env || exit 0
+           MPITRAIN_GPU_TRANSPORT=cuda-mpi $IMPIRUN -n $NGPU $PYFULL -m mpitrain.bench collectives \
+             --device cuda --impl mpitrain,nccl,mpi --ops all_reduce --sizes ${SIZES:-4K,64K,1M,16M,64M,256M,1G} \
+             --algorithms auto --repeats 3 --json "$OUT/cuda-mpi-bench.json" 2>&1 | grep -v Warning \
+             | tee "$OUT/cuda-mpi-bench.txt" ) ;;
     zero3-tests) MPITRAIN_TIMEOUT=120 timeout 500 $MPIRUN -n ${RANKS:-2} $PYFULL -m pytest -q \
              -p no:cacheprovider --with-mpi --color=no tests/mpi/test_zero3.py tests/mpi/test_zero.py tests/mpi/test_data_parallel.py \
              tests/mpi/test_peer_kernels.py tests/mpi/test_memory.py 2>&1 \

@@ -119,8 +119,14 @@ def run(args):
     rows = []
     baseline = "nccl" if "nccl" in impls else "mpi"
     where = "host memory" if args.device == "cpu" else f"GPU ({_gpu_name()})"
+    from mpi4py import MPI
+    mpi_label = "mpi (native)"
+    if args.device == "cuda":
+        from ..comm import cuda_aware
+        mpi_label = "mpi (GPU pointers)" if cuda_aware.query()[0] else "mpi (host copies)"
     world.print0(f"# mpitrain collectives: {world.size} ranks, dtype {args.dtype}, "
-                 f"{world.num_nodes} node(s), {where}")
+                 f"{world.num_nodes} node(s), {where}; MPI: "
+                 f"{MPI.Get_library_version().splitlines()[0].split(',')[0].strip()}")
     for op in ops:
         if op not in OPS:
             raise SystemExit(f"unknown op {op!r}; choose from {', '.join(OPS)}")
@@ -155,7 +161,7 @@ def run(args):
                            vs_mpi=(mpi_time / t) if mpi_time else None, device=args.device,
                            vs_nccl=(base_time / t) if base_time and baseline == "nccl" else None)
                 rows.append(row)
-                label = {"mpi": "mpi (native)", "nccl": "nccl"}.get(impl, f"mpitrain {alg}")
+                label = {"mpi": mpi_label, "nccl": "nccl"}.get(impl, f"mpitrain {alg}")
                 vs = row["vs_nccl"] if baseline == "nccl" else row["vs_mpi"]
                 ratio = f"{vs:7.2f}" if vs else "      -"
                 world.print0(f"{format_size(size_bytes):>8} {label:>28} {t * 1e6:10.1f} "

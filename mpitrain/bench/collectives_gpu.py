@@ -3,8 +3,9 @@
 Implementations:
   mpitrain <algorithm>  the hand-rolled collectives on GPU buffers (transport chosen per pair)
   nccl                  torch.distributed with NCCL, same ranks, same buffers (the baseline)
-  mpi                   what a user of a non-CUDA-aware MPI does: copy to the host, MPI's own
-                        collective, copy back
+  mpi                   MPI's own collective as a user of this MPI calls it: with GPU pointers
+                        when the library is CUDA-aware (after waiting for the stream: MPI
+                        knows none), else copy to the host, MPI's collective, copy back
 """
 import numpy as np
 
@@ -29,6 +30,9 @@ def make_gpu_call(world, op, impl, count, dtype):
     if impl == "nccl":
         return _nccl_call(world, op, device, full, part, out_part, full_k, out_full_k)
     if impl == "mpi":
+        from ..comm import cuda_aware
+        if cuda_aware.query()[0]:
+            return _direct_mpi_call(world, op, dtype, full, part, out_full, out_part, k)
         return _staged_mpi_call(world, op, dtype, full, part, out_full, out_part, k)
     calls = {
         "all_reduce": lambda: world.all_reduce(full, algorithm=impl),
@@ -59,11 +63,47 @@ def _nccl_call(world, op, device, full, part, out_part, full_k, out_full_k):
     return calls[op]
 
 
+def _mpi_type(dtype):
+    from mpi4py import MPI
+    return {np.float64: MPI.DOUBLE, np.float32: MPI.FLOAT, np.int64: MPI.INT64_T,
+            np.int32: MPI.INT32_T, np.uint8: MPI.UINT8_T}.get(DTYPES[dtype].storage.type)
+
+
+def _direct_mpi_call(world, op, dtype, full, part, out_full, out_part, k):
+    """MPI's collectives on the GPU tensors themselves (a CUDA-aware MPI)."""
+    from mpi4py import MPI
+
+    from ..comm.transport.cuda_mpi import DeviceBytes
+    mpi_type = _mpi_type(dtype)
+    if mpi_type is None:
+        return None
+    import torch
+    comm, p = world.mpi_comm, world.size
+
+    def dev(t, n=None):
+        n = t.numel() if n is None else n
+        return [DeviceBytes(t.data_ptr(), n * t.element_size()), n, mpi_type]
+
+    def after_stream(mpi_call):
+        def call():
+            torch.cuda.current_stream().synchronize()
+            mpi_call()
+        return call
+    calls = {
+        "all_reduce": lambda: comm.Allreduce(MPI.IN_PLACE, dev(full)),
+        "reduce_scatter": lambda: comm.Reduce_scatter_block(dev(full, k * p), dev(out_part)),
+        "all_gather": lambda: comm.Allgather(dev(part), dev(out_full, k * p)),
+        "broadcast": lambda: comm.Bcast(dev(full), root=0),
+        "reduce": lambda: comm.Reduce(dev(full), dev(out_full), root=0),
+        "scatter": lambda: comm.Scatter(dev(full, k * p), dev(out_part), root=0),
+        "gather": lambda: comm.Gather(dev(part), dev(out_full, k * p), root=0),
+    }
+    return after_stream(calls[op])
+
+
 def _staged_mpi_call(world, op, dtype, full, part, out_full, out_part, k):
     from mpi4py import MPI
-    storage = DTYPES[dtype].storage
-    mpi_type = {np.float64: MPI.DOUBLE, np.float32: MPI.FLOAT, np.int64: MPI.INT64_T,
-                np.int32: MPI.INT32_T, np.uint8: MPI.UINT8_T}.get(storage.type)
+    mpi_type = _mpi_type(dtype)
     if mpi_type is None:
         return None
     import torch

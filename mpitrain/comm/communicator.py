@@ -29,6 +29,7 @@ SIGNATURE_TAG, VERDICT_TAG = 0x5167, 0x5168
 
 # (numpy dtype, op) -> (dtype code, op code) of the C kernels, for all_reduce's fast lane:
 # native numpy dtypes only (bfloat16 has none); avg = sum, then a division (floats only).
+GPU_TRANSPORTS = ("auto", "ipc", "cuda-mpi", "staged")    # init(gpu_transport=...)
 _SMALL_CODES = {}
 for _name, _code in kernels.compiled.DTYPE_CODES.items():
     if _name == "bfloat16":
@@ -371,28 +372,31 @@ class Communicator:
     def device_transport(self, device):
         """How GPU buffers move, decided once per communicator at its first GPU collective (all
         ranks together): CUDA IPC when every rank shares one node and a test copy between every
-        pair works, else host-staged MPI (through a shared-memory window between ranks of one
-        node, MPI messages between nodes: StagedTransport.path_to). init(gpu_transport=...) or
-        MPITRAIN_GPU_TRANSPORT=ipc|staged forces one (ipc fails on every rank, with the reason,
-        when it cannot work)."""
+        pair works; else, when the MPI library on every rank says it takes CUDA memory, device
+        pointers straight to MPI (cuda-mpi); else host-staged MPI (through a shared-memory window
+        between ranks of one node, MPI messages between nodes: StagedTransport.path_to).
+        init(gpu_transport=...) or MPITRAIN_GPU_TRANSPORT=ipc|cuda-mpi|staged forces one (ipc
+        and cuda-mpi fail on every rank, with the reason, when they cannot work)."""
         if self._gpu_transport is None:
             from .transport.ipc import IpcTransport, IpcUnavailable
             from .transport.staged import StagedTransport
             choice = self.gpu_transport_choice or os.environ.get("MPITRAIN_GPU_TRANSPORT", "auto")
-            if choice not in ("auto", "ipc", "staged"):
+            if choice not in GPU_TRANSPORTS:
                 raise CollectiveError(self.rank, f"GPU transport {choice!r} (gpu_transport= or "
-                                                 f"MPITRAIN_GPU_TRANSPORT): choose auto, ipc or "
-                                                 f"staged")
+                                                 f"MPITRAIN_GPU_TRANSPORT): choose "
+                                                 f"{', '.join(GPU_TRANSPORTS)}")
             transport = None
-            if choice != "staged" and self.size > 1:
+            if choice in ("auto", "ipc") and self.size > 1:
                 try:
                     transport = IpcTransport.probe(self.comm, self.watchdog, device, self.node)
                 except IpcUnavailable as exc:
                     if choice == "ipc":
                         raise CollectiveError(self.rank, f"GPU transport ipc was asked for, but "
                                                          f"CUDA IPC is unavailable: {exc}") from exc
+            if transport is None and choice in ("auto", "cuda-mpi"):
+                transport = self._cuda_mpi_transport(forced=choice == "cuda-mpi")
             self._gpu_transport = transport or StagedTransport(self.comm, self.watchdog, node=self.node)
-            if transport is not None and transport.peer_reason is None:
+            if getattr(transport, "peer_reason", "none") is None:
                 workspace = transport.peer_workspace(self.peer_blocks)
                 workspace.arrive_first = self.peer_arrive_first
                 workspace.copy_engine = self.peer_copy_engine
@@ -403,6 +407,23 @@ class Communicator:
             from .trace import TracingTransport
             return TracingTransport(self._gpu_transport, self._trace)
         return self._gpu_transport
+
+    def _cuda_mpi_transport(self, forced):
+        """The CUDA-aware MPI transport when the library of every rank says it takes CUDA memory
+        (asked of the library: comm/cuda_aware.py), else None. Forced, a library that says no
+        fails on every rank; one that cannot say (no query function) is taken at its word."""
+        from . import cuda_aware
+        from .transport.cuda_mpi import CudaMpiTransport
+        aware, how = cuda_aware.query()
+        answers = self.comm.allgather((aware, how))
+        refusals = [(r, h) for r, (a, h) in enumerate(answers) if a is False or (a is None and not forced)]
+        if not refusals:
+            return CudaMpiTransport(self.comm, self.watchdog)
+        if forced:
+            rank, how = refusals[0]
+            raise CollectiveError(self.rank, f"GPU transport cuda-mpi was asked for, but the MPI "
+                                             f"library of rank {rank} is not CUDA-aware ({how})")
+        return None
 
     def levels(self):
         """The node and cross-node communicators of the hierarchical all-reduce, made at the

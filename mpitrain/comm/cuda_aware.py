@@ -1,9 +1,11 @@
 """Does the MPI library under mpi4py take GPU pointers (is it CUDA-aware)? Asked of the library.
 
 Open MPI answers MPIX_Query_cuda_support() (1 when it was built with CUDA and supports it now),
-MPICH answers MPIX_GPU_query_support(MPIX_GPU_SUPPORT_CUDA, &flag). Both live in the libmpi that
+MPICH answers MPIX_GPU_query_support(MPIX_GPU_SUPPORT_CUDA, &flag); Intel MPI offers both (yes
+only with I_MPI_OFFLOAD=1). A yes to either counts. Both live in the libmpi that
 mpi4py loaded; it is found in this process's memory map, since mpi4py opens it privately.
-No transport uses the answer yet: `python -m mpitrain.comm.info` reports it.
+The GPU transport takes device pointers to MPI (transport/cuda_mpi.py) only when every rank's
+library answers yes; `python -m mpitrain.comm.info` reports the answer.
 """
 import ctypes
 
@@ -30,14 +32,17 @@ def query():
     if path is None:
         return None, "the MPI library could not be found in this process"
     lib = ctypes.CDLL(path)
+    answers = []                    # (yes/no, which question): a library may offer both
     fn = getattr(lib, "MPIX_Query_cuda_support", None)
     if fn is not None:
         fn.restype, fn.argtypes = ctypes.c_int, []
-        return bool(fn()), f"MPIX_Query_cuda_support() in {path}"
+        answers.append((bool(fn()), f"MPIX_Query_cuda_support() in {path}"))
     fn = getattr(lib, "MPIX_GPU_query_support", None)
     if fn is not None:
         fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
         flag = ctypes.c_int(0)
         if fn(MPIX_GPU_SUPPORT_CUDA, ctypes.byref(flag)) == 0:
-            return bool(flag.value), f"MPIX_GPU_query_support(CUDA) in {path}"
-    return None, f"{path} has no CUDA query (MPIX_Query_cuda_support, MPIX_GPU_query_support)"
+            answers.append((bool(flag.value), f"MPIX_GPU_query_support(CUDA) in {path}"))
+    if not answers:
+        return None, f"{path} has no CUDA query (MPIX_Query_cuda_support, MPIX_GPU_query_support)"
+    return next((a for a in answers if a[0]), answers[0])

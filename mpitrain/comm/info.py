@@ -30,6 +30,9 @@ def gpu_paths(world):
         mine = {q: "cuda-ipc, " + ("peer kernels / copy engines" if peer is None else
                                    f"peer copies per step (no peer kernels: {peer})")
                 for q in range(world.size) if q != world.rank}
+    elif transport.name == "cuda-mpi":
+        mine = {q: "cuda-mpi, device pointers to MPI (the library moves them)"
+                for q in range(world.size) if q != world.rank}
     else:
         mine = {q: f"mpi-staged, {transport.path_to(q)}" for q in range(world.size) if q != world.rank}
         if transport.shared is None:
@@ -48,12 +51,16 @@ def main():
     print("mpi4py thread: ", {0: "single", 1: "funneled", 2: "serialized", 3: "multiple"}.get(
         MPI.Query_thread(), MPI.Query_thread()))
     aware, how = cuda_aware.query()
-    print("CUDA-aware:    ", {True: "yes", False: "no", None: "unknown"}[aware], f"({how}); GPU "
-          f"buffers never reach MPI: they move by CUDA IPC or through pinned host stages")
+    print("CUDA-aware:    ", {True: "yes", False: "no", None: "unknown"}[aware], f"({how}); "
+          + ("GPU buffers may go to MPI as device pointers (cuda-mpi) where CUDA IPC cannot serve"
+             if aware else "GPU buffers never reach MPI: they move by CUDA IPC or through pinned "
+             "host stages"))
     print("transports:    ", HostTransport.name, "(host memory over MPI point-to-point);",
+          "cuda-ipc (GPU to GPU on one node, chosen when a test copy between every pair works);",
+          "cuda-mpi (GPU pointers straight to a CUDA-aware MPI, chosen next when every rank's "
+          "library says it takes them);",
           "mpi-staged (GPU memory through pinned host buffers: a shared-memory window between "
-          "ranks of one node, MPI messages between nodes; any MPI);",
-          "cuda-ipc (GPU to GPU on one node, chosen when a test copy between every pair works)")
+          "ranks of one node, MPI messages between nodes; any MPI)")
     print("kernels:       ", kernels.describe_backend())
     lane = kernels.compiled.mpi_lib()
     print("small all_reduce:", "C recursive doubling (csrc/mpi_small.c, built against this MPI)"

@@ -84,7 +84,7 @@ def init(comm=None, timeout=None, debug=None, abort_on_error=True, gpu_transport
            (default $MPITRAIN_DEBUG).
     abort_on_error: install the hook that aborts the job on an uncaught exception.
     gpu_transport: how GPU buffers move: auto (default $MPITRAIN_GPU_TRANSPORT, else auto),
-           ipc or staged (Communicator.device_transport).
+           ipc, cuda-mpi or staged (Communicator.device_transport).
     """
     from mpi4py import MPI
     comm = MPI.COMM_WORLD if comm is None else comm

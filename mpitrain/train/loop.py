@@ -115,6 +115,20 @@ def memory_report(cfg, mcfg, world, device, rss_before_model, measure):
         world.print0(t)
 
 
+def read_losses(pending, world):
+    """The losses of the steps in `pending` ((step, loss on this rank's device), oldest first),
+    read in one transfer (which waits for the GPU) and averaged over ranks: the last step's
+    loss. A loss that is not finite on any rank ends every rank with the step it happened at."""
+    steps = [s for s, _ in pending]
+    losses = torch.stack([loss.float() for _, loss in pending]).cpu().numpy().astype(np.float64)
+    world.all_reduce(losses, op="avg")
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        raise TrainingError(f"loss is {losses[bad[0]]} at step {steps[bad[0]]}; "
+                            f"try a lower --lr or --precision bf16/fp32")
+    return float(losses[-1])
+
+
 def evaluate(model, data, world, device, img_size, precision):
     """Top-1 accuracy over the whole test set: each rank scores its slice, counts are summed."""
     if data is None:
@@ -215,7 +229,8 @@ def train(cfg, world):
     progress = Progress(total, cfg.progress and world.rank == 0, world.print0)
     stop = min(total, cfg.stop_at_step) if cfg.stop_at_step else total
     window_seconds, window_steps = 0.0, 0      # training time only: evaluation is left out
-    loss_sum = np.zeros(1, np.float64)
+    loss_sum = np.zeros(1, np.float64)         # the last step's loss, averaged over ranks
+    pending = []                               # (step, loss on the device) not yet read
     while step < stop:
         for _, indices in sampler.batches(epoch, skip):
             if step >= stop:
@@ -242,18 +257,21 @@ def train(cfg, world):
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=False)
-            loss_sum[0] = float(local_loss)                  # the step's one host sync
-            world.all_reduce(loss_sum, op="avg")
             step += 1
+            pending.append((step, local_loss))
             if cfg.memory_report and step in (1, min(2, stop)):
                 memory_report(cfg, mcfg, world, device, rss_before_model, measure=step == min(2, stop))
             window_steps += 1
-            if not math.isfinite(loss_sum[0]):
-                raise TrainingError(f"loss is {loss_sum[0]} at step {step} (epoch {epoch}); "
-                                    f"try a lower --lr or --precision bf16/fp32")
             logging_step = step % cfg.log_every == 0 or step == total
-            if logging_step and device.type == "cuda":
-                torch.cuda.synchronize()
+            saving = bool(cfg.checkpoint_dir) and (step == stop or (cfg.checkpoint_every and
+                                                                     step % cfg.checkpoint_every == 0))
+            evaluating = step % eval_every == 0 or step == total
+            if logging_step or saving or evaluating or step == stop:
+                # the host waits for the GPU here only: between these points it queues the next
+                # steps while the GPU runs (DDP's loop does the same; a per-step read of the loss
+                # stalled the GPU every step while the host launched the next forward)
+                loss_sum[0] = read_losses(pending, world)
+                pending = []
             window_seconds += time.perf_counter() - step_start
             if logging_step:
                 img_s = window_steps * cfg.batch_size / window_seconds
@@ -262,13 +280,12 @@ def train(cfg, world):
                 log.write(step=step, epoch=epoch, loss=loss_sum[0], lr=lr_at(step - 1, cfg, total),
                           img_per_s=img_s, mfu=mfu, time=time.time())
                 window_seconds, window_steps = 0.0, 0
-            if cfg.checkpoint_dir and (step == stop or (cfg.checkpoint_every and
-                                                        step % cfg.checkpoint_every == 0)):
+            if saving:
                 checkpoint.save(cfg.checkpoint_dir, step, model, dp, optimizer, groups, world,
                                 extra={"epoch": epoch, "config": vars(cfg).copy()},
                                 rng={"torch": torch.get_rng_state(), "gen": gen.get_state()},
                                 keep=cfg.checkpoint_keep)
-            if step % eval_every == 0 or step == total:
+            if evaluating:
                 accuracy = evaluate(step_model, data.test, world, device, mcfg.img_size, cfg.precision)
                 if accuracy is not None:
                     progress.write(f"epoch {epoch} step {step}: test accuracy {accuracy * 100:.2f}%")
