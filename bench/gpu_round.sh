@@ -22,6 +22,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,
 nvidia-smi topo -m 2>&1 | head -4 >> "$OUT/gpu.txt"
 nproc >> "$OUT/gpu.txt"; uptime >> "$OUT/gpu.txt"
 date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/gpu.txt"
+# SMI=1: sample clocks, power and throttle reasons every 3 s while the steps run (the H200s of
+# this machine reach their 700 W cap in training, and their clocks drop with it)
+if [ -n "${SMI:-}" ]; then
+  nvidia-smi --query-gpu=timestamp,index,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active,utilization.gpu \
+    --format=csv -l 3 >> "$OUT/smi.csv" 2>&1 &
+  SMI_PID=$!
+  trap 'kill $SMI_PID 2>/dev/null' EXIT
+fi
 # SKIP_BUILD=1 skips the build only where the library is already there (a fresh machine has none:
 # the run would silently measure the torch fallback)
 if [ -z "${SKIP_BUILD:-}" ] || [ ! -f mpitrain/kernels/_lib/libmpitrain_cuda.so ]; then
@@ -58,7 +66,7 @@ for step in $steps; do
     train) $PY -m mpitrain.train vit_l16 --data synthetic --precision bf16 --batch-size 64 \
              --steps 60 --log-every 20 --no-progress 2>&1 | tee "$OUT/train-vit_l16.txt" ;;
     train-compile) # the command, and one GPU alone with the same per-GPU batch, same job
-           for n in 1 $NGPU; do
+           for n in ${NS:-1 $NGPU}; do
              $MPIRUN -n $n $PYFULL -m mpitrain.train vit_l16 --data synthetic --precision bf16 \
                --batch-size $((64 * n)) --compile --steps ${STEPS:-80} --log-every 20 --no-progress 2>&1 \
                | grep -v -i warn | grep -v "^\[rank" | tee -a "$OUT/train-compile${TAG:-}.txt"

@@ -12,18 +12,37 @@ import ctypes
 MPIX_GPU_SUPPORT_CUDA = 0           # MPICH's mpi.h
 
 
+def _library_version(path):
+    """MPI_Get_library_version of the libmpi at `path` (callable before MPI_Init), or None."""
+    try:
+        fn = ctypes.CDLL(path).MPI_Get_library_version
+    except (OSError, AttributeError):
+        return None
+    fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    text, length = ctypes.create_string_buffer(8192), ctypes.c_int(0)
+    if fn(text, ctypes.byref(length)) != 0:
+        return None
+    return text.value.decode(errors="replace").strip("\x00 \n")
+
+
 def loaded_libmpi():
-    """The path of the libmpi this process has mapped (mpi4py imported first), or None."""
-    from mpi4py import MPI  # noqa: F401  (maps the library)
+    """The path of the libmpi mpi4py uses (mpi4py imported first), or None. A process may map
+    more than one: the C small-message lane, built against another MPI than the one mpi4py
+    loaded, brings its own. The one whose MPI_Get_library_version is mpi4py's is the one."""
+    from mpi4py import MPI
+    candidates = []
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
                 path = line.split()[-1]
-                if "/libmpi.so" in path or "/libmpich.so" in path:
-                    return path
+                if ("/libmpi.so" in path or "/libmpich.so" in path) and path not in candidates:
+                    candidates.append(path)
     except OSError:
         return None
-    return None
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    ours = MPI.Get_library_version().strip("\x00 \n")
+    return next((p for p in candidates if _library_version(p) == ours), candidates[0])
 
 
 def query():

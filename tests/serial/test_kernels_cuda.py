@@ -3,6 +3,8 @@
 Skipped with a reason where there is no GPU or the CUDA library was not built; run on the GPU
 machine with `bash bench/gpu_round.sh` (see bench/RESULTS.md).
 """
+import time
+
 import numpy as np
 import pytest
 
@@ -117,20 +119,30 @@ def test_the_torch_fallback_runs_on_the_stream_asked_for(monkeypatch, which):
     """Without the library, torch does the arithmetic, and on the stream the caller named: an
     event recorded there must cover it (the data-parallel engine packs on a side stream)."""
     monkeypatch.setitem(compiled._loaded, "libmpitrain_cuda.so", None)      # as if not built
+    monkeypatch.setitem(compiled._loaded, "cuda-usable", None)
+    assert compiled.cuda_lib() is None
     src = [torch.randn(1 << 20, device="cuda") for _ in range(2)]
     out = torch.zeros(2 << 20, device="cuda")
+    early = torch.empty_like(out)          # made now: an allocation later could wait for the GPU
     side = torch.cuda.Stream()
+
+    def call():
+        if which == "pack":
+            kernels.pack(src, out, [0, 1 << 20], stream=side)
+            return torch.cat(src)
+        kernels.multi_reduce(out[: 1 << 20], src, stream=side)
+        return torch.cat([src[0] + src[1], torch.zeros(1 << 20, device="cuda")])
+    want = call()                        # once unobserved: the allocator keeps its temporaries
+    out.zero_()
     torch.cuda.synchronize()
     with torch.cuda.stream(side):
         torch.cuda._sleep(200_000_000)                  # the side stream is busy for a while
-    if which == "pack":
-        kernels.pack(src, out, [0, 1 << 20], stream=side)
-        want = torch.cat(src)
-    else:
-        kernels.multi_reduce(out[: 1 << 20], src, stream=side)
-        want = torch.cat([src[0] + src[1], torch.zeros(1 << 20, device="cuda")])
-    early = out.clone()                                 # on the current stream: not behind it
+    start = time.perf_counter()
+    call()
+    blocked = time.perf_counter() - start
+    early.copy_(out)                                    # on the current stream: not behind it
     torch.cuda.synchronize()
+    assert blocked < 0.05, f"the call held the host {blocked * 1e3:.0f} ms (it waited for the GPU)"
     assert not early.any(), "the fallback ran on the current stream, not the one asked for"
     assert torch.equal(out, want)
 
