@@ -138,6 +138,15 @@ for step in $steps; do
              --compile --rounds ${ROUNDS:-1} --steps 20 --warmup 5 ${PROFILE:+--profile} \
              --grad-dtype ${GRAD:-fp32} --json "$OUT/compile-bench-vit_l16${TAG:-}.json" 2>&1 \
              | grep -v -i "warn" | grep -v "^\[rank" | tee "$OUT/compile-bench-vit_l16${TAG:-}.txt" ;;
+    mixed-tests) # a pretended split into nodes of 2 ranks: CUDA IPC inside a node, staged across
+           MPITRAIN_RANKS_PER_NODE=2 $MPIRUN -x MPITRAIN_RANKS_PER_NODE -n 4 $PYFULL -m mpitrain.comm.info --gpu \
+             2>&1 | grep -a -A7 "GPU paths" | tee -a "$OUT/mixed-tests.txt"
+           for n in ${RANKS:-3 4}; do
+             echo "mixed transport, $n rank(s)" | tee -a "$OUT/mixed-tests.txt"
+             MPITRAIN_TIMEOUT=60 timeout ${LIMIT:-90} $MPIRUN -n $n $PYFULL -m pytest -q -p no:cacheprovider \
+               --with-mpi --color=no tests/mpi/test_mixed_transport.py 2>&1 \
+               | grep -a -E "^E |passed|failed|rror" | sort | uniq | head -12 | tee -a "$OUT/mixed-tests.txt"
+           done ;;
     cuda-mpi-tests) ( impi_env || exit 0
            $IMPIRUN -n 2 $PYFULL -m mpitrain.comm.info --gpu 2>&1 | head -4 | tee -a "$OUT/cuda-mpi-tests.txt"
            MPITRAIN_GPU_TRANSPORT=cuda-mpi $IMPIRUN -n 2 $PYFULL -m mpitrain.comm.info --gpu 2>&1 \

@@ -374,7 +374,9 @@ class Communicator:
         ranks together): CUDA IPC when every rank shares one node and a test copy between every
         pair works; else, when the MPI library on every rank says it takes CUDA memory, device
         pointers straight to MPI (cuda-mpi); else host-staged MPI (through a shared-memory window
-        between ranks of one node, MPI messages between nodes: StagedTransport.path_to).
+        between ranks of one node, MPI messages between nodes: StagedTransport.path_to). With
+        ranks on several nodes, the pairs that share a node and pass the IPC test copy take CUDA
+        IPC and the others the transport above (transport/mixed.py: chosen per pair).
         init(gpu_transport=...) or MPITRAIN_GPU_TRANSPORT=ipc|cuda-mpi|staged forces one (ipc
         and cuda-mpi fail on every rank, with the reason, when they cannot work)."""
         if self._gpu_transport is None:
@@ -385,17 +387,27 @@ class Communicator:
                 raise CollectiveError(self.rank, f"GPU transport {choice!r} (gpu_transport= or "
                                                  f"MPITRAIN_GPU_TRANSPORT): choose "
                                                  f"{', '.join(GPU_TRANSPORTS)}")
-            transport = None
+            transport = near = None
             if choice in ("auto", "ipc") and self.size > 1:
+                # auto with ranks on several nodes, some sharing one: IPC for the pairs that do
+                across = choice == "auto" and 1 < self.num_nodes < self.size
                 try:
-                    transport = IpcTransport.probe(self.comm, self.watchdog, device, self.node)
+                    near = IpcTransport.probe(self.comm, self.watchdog, device, self.node,
+                                              across_nodes=across)
                 except IpcUnavailable as exc:
                     if choice == "ipc":
                         raise CollectiveError(self.rank, f"GPU transport ipc was asked for, but "
                                                          f"CUDA IPC is unavailable: {exc}") from exc
+                if near is not None and self.num_nodes == 1:
+                    transport, near = near, None
             if transport is None and choice in ("auto", "cuda-mpi"):
                 transport = self._cuda_mpi_transport(forced=choice == "cuda-mpi")
-            self._gpu_transport = transport or StagedTransport(self.comm, self.watchdog, node=self.node)
+            if transport is None:
+                transport = StagedTransport(self.comm, self.watchdog, node=self.node)
+            if near is not None and near.near_peers:
+                from .transport.mixed import MixedTransport
+                transport = MixedTransport(near, transport, near.near_peers)
+            self._gpu_transport = transport
             if getattr(transport, "peer_reason", "none") is None:
                 workspace = transport.peer_workspace(self.peer_blocks)
                 workspace.arrive_first = self.peer_arrive_first

@@ -30,6 +30,8 @@ def gpu_paths(world):
         mine = {q: "cuda-ipc, " + ("peer kernels / copy engines" if peer is None else
                                    f"peer copies per step (no peer kernels: {peer})")
                 for q in range(world.size) if q != world.rank}
+    elif transport.name == "mixed":
+        mine = {q: transport.path_to(q) for q in range(world.size) if q != world.rank}
     elif transport.name == "cuda-mpi":
         mine = {q: "cuda-mpi, device pointers to MPI (the library moves them)"
                 for q in range(world.size) if q != world.rank}

@@ -14,8 +14,9 @@ No host ever waits for the GPU and no byte passes through host memory; MPI carri
 only. cuda_ipc.cu holds the CUDA calls. An allocation is named by its base (torch's caching
 allocator hands out pieces of larger cudaMalloc blocks, and a handle names a whole block).
 
-Used only when every pair of ranks shares a node and a real test copy between every pair
-succeeded at start-up (IpcTransport.probe); otherwise the host-staged transport is used.
+Used for every pair when all ranks share a node and a real test copy between every pair
+succeeded at start-up (IpcTransport.probe); when ranks span nodes, for the pairs that share one
+(transport/mixed.py), the others going over cuda-mpi or host-staged MPI.
 """
 import ctypes
 
@@ -114,62 +115,83 @@ class IpcTransport:
         self.sendrecv(None, None, buf, source)
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
-        lib, comm, wd, device = self.lib, self.comm, self.watchdog, self.device
-        stream = self._stream(device)
+        wd = self.watchdog
         wd.peers = tuple(p for p in (source, dest) if p is not None)
         wd.progress += 1
-        pending = []
-        if sendbuf is not None:
-            nbytes = sendbuf.numel() * sendbuf.element_size()
-            event, event_handle = self._own_event(self._ready, dest)
-            self._call(lib.mt_event_record(event, device, stream))
-            handle, offset = self._export(sendbuf.data_ptr()) if nbytes else (bytes(HANDLE), 0)
-            note = self._buffer(self._note_out, dest, NOTE)
-            note[:HANDLE] = np.frombuffer(handle, np.uint8)
-            note[HANDLE:HANDLE + 16] = np.array([offset, nbytes], np.int64).view(np.uint8)
-            note[HANDLE + 16:] = np.frombuffer(event_handle, np.uint8)
-            pending.append(comm.Isend([note, MPI.BYTE], dest, READY_TAG))
-            done_in = self._buffer(self._done_in, dest, HANDLE)
-            done_req = comm.Irecv([done_in, MPI.BYTE], dest, DONE_TAG)
-        if recvbuf is not None:
-            note = self._buffer(self._note_in, source, NOTE)
-            comm.Recv([note, MPI.BYTE], source, READY_TAG)
-            offset, nbytes = note[HANDLE:HANDLE + 16].view(np.int64).tolist()
-            want = recvbuf.numel() * recvbuf.element_size()
-            if nbytes != want:
-                raise RuntimeError(f"cuda-ipc: rank {source} sent {nbytes} bytes, this rank "
-                                   f"expected {want}")
-            self._call(lib.mt_stream_wait_event(stream, device,
-                                                self._peer_event(source, note[HANDLE + 16:].tobytes())))
-            if nbytes:
-                base = self._open(source, note[:HANDLE].tobytes())
-                self._call(lib.mt_memcpy_async(recvbuf.data_ptr(), base + offset, nbytes,
-                                               device, stream))
-            event, event_handle = self._own_event(self._done, source)
-            self._call(lib.mt_event_record(event, device, stream))
-            reply = self._buffer(self._note_out, ("done", source), HANDLE)
-            reply[:] = np.frombuffer(event_handle, np.uint8)
-            pending.append(comm.Isend([reply, MPI.BYTE], source, DONE_TAG))
-        if sendbuf is not None:              # the peer has read our data: later work may touch it
-            wd.progress += 1
-            done_req.Wait()
-            self._call(lib.mt_stream_wait_event(stream, device,
-                                                self._peer_event(dest, done_in.tobytes())))
-        for req in pending:
-            req.Wait()
+        sending = self.send_start(sendbuf, dest) if sendbuf is not None else None
+        replied = self._pull(recvbuf, source) if recvbuf is not None else None
+        if sending is not None:
+            self.send_finish(sending)
+        if replied is not None:
+            replied.Wait()
+
+    def send_start(self, sendbuf, dest):
+        """Offer sendbuf to dest (a note over MPI; no wait): what send_finish needs. Split from
+        the move so that a transport mixing this one with another (transport/mixed.py) can
+        offer its IPC data before it blocks on the other."""
+        lib, device = self.lib, self.device
+        stream = self._stream(device)
+        nbytes = sendbuf.numel() * sendbuf.element_size()
+        event, event_handle = self._own_event(self._ready, dest)
+        self._call(lib.mt_event_record(event, device, stream))
+        handle, offset = self._export(sendbuf.data_ptr()) if nbytes else (bytes(HANDLE), 0)
+        note = self._buffer(self._note_out, dest, NOTE)
+        note[:HANDLE] = np.frombuffer(handle, np.uint8)
+        note[HANDLE:HANDLE + 16] = np.array([offset, nbytes], np.int64).view(np.uint8)
+        note[HANDLE + 16:] = np.frombuffer(event_handle, np.uint8)
+        sent = self.comm.Isend([note, MPI.BYTE], dest, READY_TAG)
+        done_in = self._buffer(self._done_in, dest, HANDLE)
+        return dest, sent, done_in, self.comm.Irecv([done_in, MPI.BYTE], dest, DONE_TAG)
+
+    def send_finish(self, sending):
+        """Wait until dest has read the data, and order this stream after its read: later work
+        may overwrite what was sent."""
+        dest, sent, done_in, done_req = sending
+        self.watchdog.progress += 1
+        done_req.Wait()
+        self._call(self.lib.mt_stream_wait_event(self._stream(self.device), self.device,
+                                                 self._peer_event(dest, done_in.tobytes())))
+        sent.Wait()
+
+    def _pull(self, recvbuf, source):
+        """Copy source's offered data into recvbuf on this stream; returns the request of the
+        "done" note sent back."""
+        lib, device = self.lib, self.device
+        stream = self._stream(device)
+        note = self._buffer(self._note_in, source, NOTE)
+        self.comm.Recv([note, MPI.BYTE], source, READY_TAG)
+        offset, nbytes = note[HANDLE:HANDLE + 16].view(np.int64).tolist()
+        want = recvbuf.numel() * recvbuf.element_size()
+        if nbytes != want:
+            raise RuntimeError(f"cuda-ipc: rank {source} sent {nbytes} bytes, this rank "
+                               f"expected {want}")
+        self._call(lib.mt_stream_wait_event(stream, device,
+                                            self._peer_event(source, note[HANDLE + 16:].tobytes())))
+        if nbytes:
+            base = self._open(source, note[:HANDLE].tobytes())
+            self._call(lib.mt_memcpy_async(recvbuf.data_ptr(), base + offset, nbytes,
+                                           device, stream))
+        event, event_handle = self._own_event(self._done, source)
+        self._call(lib.mt_event_record(event, device, stream))
+        reply = self._buffer(self._note_out, ("done", source), HANDLE)
+        reply[:] = np.frombuffer(event_handle, np.uint8)
+        return self.comm.Isend([reply, MPI.BYTE], source, DONE_TAG)
 
     # ---------------------------------------------------------------------------- start-up
     @classmethod
-    def probe(cls, comm, watchdog, device, node):
-        """Build the transport if every pair of ranks can use it: all on one node, and a real
-        copy from every peer's GPU memory arrives intact. Collective over `comm`; every rank
-        gets the same answer (a transport, or IpcUnavailable with the reason)."""
+    def probe(cls, comm, watchdog, device, node, across_nodes=False):
+        """Build the transport if every pair of ranks that should use it can: all ranks on one
+        node (or, across_nodes=True, the pairs of ranks that share a node: transport.near_peers
+        lists this rank's), and a real copy from each such peer's GPU memory arrives intact.
+        Collective over `comm`; every rank gets the same answer (a transport, or IpcUnavailable
+        with the reason)."""
         import torch
         rank = comm.Get_rank()
         reason = None
         nodes = comm.allgather(node)
-        if len(set(nodes)) > 1:
+        if len(set(nodes)) > 1 and not across_nodes:
             reason = f"ranks span {len(set(nodes))} nodes"
+        near = [q for q in range(len(nodes)) if q != rank and nodes[q] == node]
         transport = probe_buf = None
         if reason is None:
             try:
@@ -186,9 +208,8 @@ class IpcTransport:
             try:
                 with torch.cuda.device(device):
                     got = torch.zeros(1024, dtype=torch.int32, device="cuda")
-                    for peer, (h, off) in enumerate(shared):
-                        if peer == rank:
-                            continue
+                    for peer in near:
+                        h, off = shared[peer]
                         base = transport._open(peer, h)
                         transport._call(transport.lib.mt_memcpy_async(
                             got.data_ptr(), base + off, got.numel() * 4, device,
@@ -203,7 +224,10 @@ class IpcTransport:
         reason = next((r for r in verdicts if r), None)
         if reason is not None:
             raise IpcUnavailable(reason)
-        transport.peer_reason = cls._peer_kernels_reason(comm, device)
+        transport.near_peers = near
+        transport.peer_reason = (cls._peer_kernels_reason(comm, device) if len(set(nodes)) == 1
+                                 else f"ranks span {len(set(nodes))} nodes: the peer kernels "
+                                      f"need every rank on one node")
         return transport
 
     @staticmethod
