@@ -26,10 +26,10 @@ from .watchdog import Watchdog, abort_job, timeout_from_env
 from .. import kernels
 
 SIGNATURE_TAG, VERDICT_TAG = 0x5167, 0x5168
+GPU_TRANSPORTS = ("auto", "ipc", "cuda-mpi", "staged")    # init(gpu_transport=...)
 
 # (numpy dtype, op) -> (dtype code, op code) of the C kernels, for all_reduce's fast lane:
 # native numpy dtypes only (bfloat16 has none); avg = sum, then a division (floats only).
-GPU_TRANSPORTS = ("auto", "ipc", "cuda-mpi", "staged")    # init(gpu_transport=...)
 _SMALL_CODES = {}
 for _name, _code in kernels.compiled.DTYPE_CODES.items():
     if _name == "bfloat16":
