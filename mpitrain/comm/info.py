@@ -30,10 +30,8 @@ def gpu_paths(world):
         mine = {q: "cuda-ipc, " + ("peer kernels / copy engines" if peer is None else
                                    f"peer copies per step (no peer kernels: {peer})")
                 for q in range(world.size) if q != world.rank}
-    elif transport.name == "mixed":
-        mine = {q: transport.path_to(q) for q in range(world.size) if q != world.rank}
-    elif transport.name == "cuda-mpi":
-        mine = {q: "cuda-mpi, device pointers to MPI (the library moves them)"
+    elif transport.name in ("mixed", "cuda-mpi"):
+        mine = {q: ("" if transport.name == "mixed" else "cuda-mpi, ") + transport.path_to(q)
                 for q in range(world.size) if q != world.rank}
     else:
         mine = {q: f"mpi-staged, {transport.path_to(q)}" for q in range(world.size) if q != world.rank}

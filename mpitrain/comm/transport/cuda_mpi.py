@@ -51,7 +51,7 @@ class CudaMpiTransport:
         self._queued = torch.cuda.Event()
 
     def path_to(self, peer):
-        return "device pointers to MPI"
+        return "device pointers to MPI (the library moves them)"
 
     def _after_caller(self):
         """Wait on the host for everything queued on the caller's stream so far."""

@@ -18,14 +18,9 @@ class MixedTransport:
 
     def __init__(self, near, far, near_peers):
         self.near, self.far = near, far
+        self.comm, self.watchdog = far.comm, far.watchdog      # one communicator under both
         self.near_peers = frozenset(near_peers)
         self.peer_reason = near.peer_reason or "ranks span nodes"
-
-    def __getattr__(self, name):
-        # what callers ask of the far transport (e.g. the staged one's `shared`) is its own
-        if name in ("near", "far"):
-            raise AttributeError(name)
-        return getattr(self.far, name)
 
     def path_to(self, peer):
         if peer in self.near_peers:
