@@ -84,3 +84,23 @@ def user_buffer(array, dtype):
         return array
     import torch
     return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+
+
+def gpu_all_reduce_failures(world, algorithm, dtypes, counts, seed=17):
+    """Sum all-reduce of each dtype x count on a CUDA tensor by `algorithm`, against MPI's
+    allgather of every rank's input reduced by numpy: the (dtype, count) pairs that differ."""
+    import torch
+    failures = []
+    for dtype in dtypes:
+        for count in counts:
+            x = make_input(dtype, count, seed=world.rank * seed + count)
+            expected = reduce_reference(world.mpi_comm.allgather(x), "sum", dtype, world.size)
+            g = torch.from_numpy(x.copy())
+            if dtype == "bfloat16":
+                g = g.view(torch.int16).view(torch.bfloat16)
+            g = g.cuda()
+            world.all_reduce(g, algorithm=algorithm)
+            got = (g.view(torch.int16) if dtype == "bfloat16" else g).cpu().numpy()
+            if not matches(got.view(expected.dtype), expected, dtype, "sum"):
+                failures.append((dtype, count))
+    return failures

@@ -14,7 +14,7 @@ from mpi4py import MPI
 from mpitrain.comm import CollectiveError, cuda_aware, init
 from mpitrain.comm.transport import cuda_mpi
 
-from oracles import all_agree, make_input, matches, reduce_reference
+from oracles import all_agree, gpu_all_reduce_failures
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.mpi
@@ -59,22 +59,9 @@ def cuda_mpi_world():
 
 
 def check_all_reduce(w, algorithm, counts=(0, 1, 1003, 300_001)):
-    failures = []
-    for dtype in ("float32", "bfloat16", "int64"):
-        for count in counts:
-            x = make_input(dtype, count, seed=w.rank * 31 + count)
-            expected = reduce_reference(w.mpi_comm.allgather(x), "sum", dtype, w.size)
-            g = torch.from_numpy(x.copy())
-            if dtype == "bfloat16":
-                g = g.view(torch.int16).view(torch.bfloat16)
-            g = g.cuda()
-            w.all_reduce(g, algorithm=algorithm)
-            got = (g.view(torch.int16) if dtype == "bfloat16" else g).cpu().numpy()
-            if not matches(got.view(expected.dtype), expected, dtype, "sum"):
-                failures.append((dtype, count, algorithm))
-    ok, why = all_agree(w, not failures, str(failures[:5]))
+    failures = gpu_all_reduce_failures(w, algorithm, ("float32", "bfloat16", "int64"), counts, seed=31)
+    ok, why = all_agree(w, not failures, f"{algorithm}: {failures[:5]}")
     assert ok, why
-
 
 @needs_aware_gpu
 @pytest.mark.parametrize("algorithm", ["ring", "recursive_doubling", "rabenseifner"])

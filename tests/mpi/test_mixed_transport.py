@@ -18,7 +18,7 @@ from mpitrain.comm import init
 from mpitrain.comm.transport import HostTransport
 from mpitrain.comm.transport.mixed import MixedTransport
 
-from oracles import all_agree, make_input, matches, reduce_reference
+from oracles import all_agree, gpu_all_reduce_failures, make_input
 
 pytestmark = pytest.mark.mpi
 NEAR_TAG, ACK_TAG = 0x7001, 0x7002
@@ -135,19 +135,7 @@ def test_auto_takes_ipc_inside_a_node_and_another_transport_across(world):
             if q != w.rank:
                 assert t.path_to(q).startswith("cuda-ipc" if q in near else ("mpi-staged", "cuda-mpi")), \
                     (q, t.path_to(q))
-    failures = []
-    for dtype in ("float32", "bfloat16"):
-        for count in (1, 1003, 1_000_003):
-            x = make_input(dtype, count, seed=w.rank * 13 + count)
-            expected = reduce_reference(w.mpi_comm.allgather(x), "sum", dtype, w.size)
-            g = torch.from_numpy(x.copy())
-            if dtype == "bfloat16":
-                g = g.view(torch.int16).view(torch.bfloat16)
-            g = g.cuda()
-            w.all_reduce(g, algorithm="ring")
-            got = (g.view(torch.int16) if dtype == "bfloat16" else g).cpu().numpy()
-            if not matches(got.view(expected.dtype), expected, dtype, "sum"):
-                failures.append((dtype, count))
+    failures = gpu_all_reduce_failures(w, "ring", ("float32", "bfloat16"), (1, 1003, 1_000_003), seed=13)
     count = 1 << 20
     full = torch.arange(count * w.size, dtype=torch.float32, device="cuda") % 89 + w.rank
     part = torch.empty(count, device="cuda")

@@ -13,7 +13,7 @@ import pytest
 
 from mpitrain.comm import init
 
-from oracles import all_agree, make_input, matches, reduce_reference
+from oracles import all_agree, gpu_all_reduce_failures
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.mpi,
@@ -45,22 +45,10 @@ def transport(w):
 
 
 def check_all_reduce(w, algorithm):
-    failures = []
-    for dtype in ("float32", "bfloat16"):
-        for count in (0, 1, 65_537, 1_000_003):             # up to 16 chunks of 256 KB
-            x = make_input(dtype, count, seed=w.rank * 17 + count)
-            expected = reduce_reference(w.mpi_comm.allgather(x), "sum", dtype, w.size)
-            g = torch.from_numpy(x.copy())
-            if dtype == "bfloat16":
-                g = g.view(torch.int16).view(torch.bfloat16)
-            g = g.cuda()
-            w.all_reduce(g, algorithm=algorithm)
-            got = (g.view(torch.int16) if dtype == "bfloat16" else g).cpu().numpy()
-            if not matches(got.view(expected.dtype), expected, dtype, "sum"):
-                failures.append((dtype, count, algorithm))
-    ok, why = all_agree(w, not failures, str(failures[:5]))
+    failures = gpu_all_reduce_failures(w, algorithm, ("float32", "bfloat16"),
+                                       (0, 1, 65_537, 1_000_003))   # up to 16 chunks of 256 KB
+    ok, why = all_agree(w, not failures, f"{algorithm}: {failures[:5]}")
     assert ok, why
-
 
 @pytest.mark.parametrize("algorithm", ["ring", "recursive_doubling"])
 def test_ranks_of_one_node_share_a_window(world, algorithm):

@@ -18,6 +18,7 @@ carries the data tag on the communicator's private duplicate.
 from mpi4py import MPI
 
 from .host import DATA_TAG, MAX_MESSAGE_BYTES
+from .one_call import OneCall
 
 BYTE = MPI.BYTE
 
@@ -40,7 +41,7 @@ def byte_pieces(tensor, limit=None):
         [DeviceBytes(start, 0)]
 
 
-class CudaMpiTransport:
+class CudaMpiTransport(OneCall):
     name = "cuda-mpi"
 
     def __init__(self, comm, watchdog):
@@ -57,12 +58,6 @@ class CudaMpiTransport:
         """Wait on the host for everything queued on the caller's stream so far."""
         self._queued.record(self.torch.cuda.current_stream())
         self._queued.synchronize()
-
-    def send(self, buf, dest):
-        self.sendrecv(buf, dest, None, None)
-
-    def recv(self, buf, source):
-        self.sendrecv(None, None, buf, source)
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         wd = self.watchdog

@@ -24,6 +24,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ...kernels.compiled import check, cuda_lib
+from .one_call import OneCall
 
 READY_TAG, DONE_TAG = 0x6D71, 0x6D72
 HANDLE = 64
@@ -34,7 +35,7 @@ class IpcUnavailable(RuntimeError):
     """This job cannot use CUDA IPC (the reason is in the message)."""
 
 
-class IpcTransport:
+class IpcTransport(OneCall):
     name = "cuda-ipc"
 
     def __init__(self, comm, watchdog, device):
@@ -108,12 +109,6 @@ class IpcTransport:
         return buf
 
     # --------------------------------------------------------------------------- the moves
-    def send(self, buf, dest):
-        self.sendrecv(buf, dest, None, None)
-
-    def recv(self, buf, source):
-        self.sendrecv(None, None, buf, source)
-
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         wd = self.watchdog
         wd.peers = tuple(p for p in (source, dest) if p is not None)

@@ -11,9 +11,10 @@ way round), so one sendrecv can need both. The order that cannot deadlock:
 Every rank offers its IPC data before it blocks, so an IPC wait never waits on a far move that
 waits on it; the far moves pair up among themselves as they do without IPC.
 """
+from .one_call import OneCall
 
 
-class MixedTransport:
+class MixedTransport(OneCall):
     name = "mixed"
 
     def __init__(self, near, far, near_peers):
@@ -27,12 +28,6 @@ class MixedTransport:
             return f"{self.near.name} (same node)"
         far = getattr(self.far, "path_to", None)
         return f"{self.far.name}, {far(peer)}" if far else self.far.name
-
-    def send(self, buf, dest):
-        self.sendrecv(buf, dest, None, None)
-
-    def recv(self, buf, source):
-        self.sendrecv(None, None, buf, source)
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         near_out = sendbuf is not None and dest in self.near_peers

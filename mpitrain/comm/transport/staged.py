@@ -29,6 +29,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .host import DATA_TAG
+from .one_call import OneCall
 
 BYTE = MPI.BYTE
 DEFAULT_CHUNK_MB = 4
@@ -107,7 +108,7 @@ class SharedWindow:
         return self.segments[self.index[owner]][start:start + nbytes]
 
 
-class StagedTransport:
+class StagedTransport(OneCall):
     name = "mpi-staged"
 
     def __init__(self, comm, watchdog, chunk_bytes=None, node=0):
@@ -154,16 +155,7 @@ class StagedTransport:
             self._stages = _MessageStages(torch, self.chunk)
         return self._stages
 
-    def send(self, buf, dest):
-        self._exchange(buf, dest, None, None)
-
-    def recv(self, buf, source):
-        self._exchange(None, None, buf, source)
-
     def sendrecv(self, sendbuf, dest, recvbuf, source):
-        self._exchange(sendbuf, dest, recvbuf, source)
-
-    def _exchange(self, sendbuf, dest, recvbuf, source):
         """Send `sendbuf` to dest while receiving `recvbuf` from source, chunk by chunk."""
         torch = self.torch
         chunk, comm, wd = self.chunk, self.comm, self.watchdog
