@@ -68,8 +68,27 @@ for step in $steps; do
     train-compile) # the issue's command, and one GPU alone with the same per-GPU batch, same job
            for n in ${NS:-1 $NGPU}; do
              $MPIRUN -n $n $PYFULL -m mpitrain.train vit_l16 --data synthetic --precision bf16 \
-               --batch-size $((64 * n)) --compile --steps ${STEPS:-80} --log-every 20 --no-progress 2>&1 \
+               --batch-size $((64 * n)) --compile --steps ${STEPS:-80} --log-every 20 --no-progress ${TRAIN_ARGS:-} 2>&1 \
                | grep -v -i warn | grep -v "^\[rank" | tee -a "$OUT/train-compile${TAG:-}.txt"
+           done ;;
+    train-seq) # the issue's command in a given order, e.g. RUNS="1 2 2:--no-grad-views 1 2"
+           # (N[:extra flags], the flags comma-separated): A/B runs in one job, interleaved.
+           # 1@K: one GPU, GPU K alone; pair: two one-GPU jobs at once, one on each GPU, no
+           # exchange between them (what both GPUs do busy together, without communication)
+           seq_train() { ${PIN:-} $MPIRUN ${PIN:+--bind-to none} -n $1 $PYFULL -m mpitrain.train vit_l16 --data synthetic --precision bf16 \
+               --batch-size $((64 * $1)) --compile --steps ${STEPS:-160} --log-every 20 --no-progress $2 2>&1 \
+               | grep -v -i warn | grep -v "^\[rank" | grep -E "^step|^done|rror"; }
+           for run in ${RUNS:-1 2 1 2}; do
+             n=${run%%:*}; extra=""; [ "$run" != "$n" ] && extra=$(echo "${run#*:}" | tr , ' ')
+             echo "== $n $extra" | tee -a "$OUT/train-seq${TAG:-}.txt"
+             case $n in
+               1@*) CUDA_VISIBLE_DEVICES=${n#1@} seq_train 1 "$extra" ;;
+               pair) # each on its own core, as the ranks of a 2-GPU job are bound (cores 0 and 1)
+                     PIN="taskset -c 0" CUDA_VISIBLE_DEVICES=0 seq_train 1 "$extra" | sed 's/^/GPU 0: /' > "$OUT/.pair0" &
+                     PIN="taskset -c 1" CUDA_VISIBLE_DEVICES=1 seq_train 1 "$extra" | sed 's/^/GPU 1: /' > "$OUT/.pair1"
+                     wait; cat "$OUT/.pair0" "$OUT/.pair1"; rm -f "$OUT/.pair0" "$OUT/.pair1" ;;
+               *) seq_train $n "$extra" ;;
+             esac | tee -a "$OUT/train-seq${TAG:-}.txt"
            done ;;
     dp-tests) for n in 1 2; do
              MPITRAIN_TIMEOUT=120 timeout 600 $MPIRUN -n $n $PYFULL -m pytest -q -p no:cacheprovider \

@@ -9,8 +9,9 @@
  *      (cudaMemcpyAsync into IPC-mapped memory: a copy engine, no SM);
  *   barrier (epoch)
  *   B  out[own chunk] = in_0 op ... op in_{p-1} in rank order, the peers' parts read from the
- *      local slots (mt_cuda_multi_reduce: local HBM only, over in microseconds); then copy the
- *      result into every peer's result area;
+ *      local slots (mt_cuda_multi_reduce_scaled: local HBM only, over in microseconds; a sum
+ *      times `scale`, avg's 1/p, in the same pass); then copy the result into every peer's
+ *      result area;
  *   barrier (epoch + 1)
  *   C  copy the peers' results from the local result area into out (copy engine, local).
  *
@@ -29,8 +30,8 @@
 
 #include "cuda_peer.cuh"
 
-MT_API int mt_cuda_multi_reduce(void *dst, const void *const *srcs, int k, int64_t n, int dtype,
-                                int op, int device, void *stream);
+MT_API int mt_cuda_multi_reduce_scaled(void *dst, const void *const *srcs, int k, int64_t n,
+                                       int dtype, int op, double scale, int device, void *stream);
 
 enum { MT_CE_WAIT_MEMOP = 0, MT_CE_WAIT_KERNEL = 1 };
 
@@ -104,8 +105,8 @@ static int copy(void *dst, const void *src, int64_t bytes, cudaStream_t s)
  * `stream`; returns without waiting. in may be out. */
 MT_API int mt_peer_ce_all_reduce(void *const *bases, int rank, int p, const void *in, void *out,
                                  const int64_t *bound, int64_t n, int region, int64_t region_bytes,
-                                 uint32_t epoch, int dtype, int op, int wait_kind, double timeout_s,
-                                 int device, void *stream)
+                                 uint32_t epoch, int dtype, int op, double scale, int wait_kind,
+                                 double timeout_s, int device, void *stream)
 {
     if (p < 1 || p > MT_PEER_MAX_RANKS) MT_FAIL("%d ranks: the copy-engine path takes 1..%d", p, MT_PEER_MAX_RANKS);
     if (rank < 0 || rank >= p) MT_FAIL("rank %d out of range for %d ranks", rank, p);
@@ -147,7 +148,8 @@ MT_API int mt_peer_ce_all_reduce(void *const *bases, int rank, int p, const void
 
     const void *parts[MT_PEER_MAX_RANKS];                                       /* B */
     for (int q = 0; q < p; q++) parts[q] = q == rank ? src + lo * size : slot_of(rank, q);
-    if (mine > 0 && mt_cuda_multi_reduce(dst + lo * size, parts, p, mine, dtype, op, device, stream))
+    if (mine > 0 && mt_cuda_multi_reduce_scaled(dst + lo * size, parts, p, mine, dtype, op, scale,
+                                                device, stream))
         return -1;
     for (int s_ = 1; s_ < p; s_++)
         if (copy(result_of((rank + s_) % p, lo), dst + lo * size, mine * size, s)) return -1;

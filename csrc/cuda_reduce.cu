@@ -1,4 +1,6 @@
 /* cuda_reduce.cu: dst = src_0 op src_1 op ... op src_{k-1} on the GPU, k from 1 to 8.
+ * mt_cuda_multi_reduce_scaled multiplies the sum by a scale before rounding (avg's division,
+ * folded into the pass that reduces: no second pass over dst).
  *
  * With k = 2 and src_0 = dst it is the reduce step of the collectives (dst = dst op src); with k
  * up to 8 it is the building block of one-shot and two-shot all-reduce over peer memory. The
@@ -15,8 +17,9 @@ struct Sources {
     int k;
 };
 
-template <typename T, int OP>
-__global__ void multi_reduce_kernel(T *dst, Sources src, int64_t n, bool vectorized)
+template <typename T, int OP, bool SCALED>
+__global__ void multi_reduce_kernel(T *dst, Sources src, int64_t n, bool vectorized,
+                                    typename Acc<T>::type scale)
 {
     using A = typename Acc<T>::type;
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
@@ -37,7 +40,7 @@ __global__ void multi_reduce_kernel(T *dst, Sources src, int64_t n, bool vectori
             }
             Vec16<T> out;
 #pragma unroll
-            for (int e = 0; e < V; e++) out.v[e] = from_acc<T>(acc[e]);
+            for (int e = 0; e < V; e++) out.v[e] = from_acc<T>(SCALED ? acc[e] * scale : acc[e]);
             reinterpret_cast<Vec16<T> *>(dst)[i] = out;
         }
         scalar_from = nvec * V;
@@ -46,31 +49,50 @@ __global__ void multi_reduce_kernel(T *dst, Sources src, int64_t n, bool vectori
         A acc = to_acc<T>(static_cast<const T *>(src.ptr[0])[i]);
         for (int s = 1; s < src.k; s++)
             acc = combine<OP, A>(acc, to_acc<T>(static_cast<const T *>(src.ptr[s])[i]));
-        dst[i] = from_acc<T>(acc);
+        dst[i] = from_acc<T>(SCALED ? acc * scale : acc);
     }
 }
 
-template <typename T>
-static int launch_typed(void *dst, const Sources &src, int64_t n, int op, cudaStream_t stream)
+/* scale != 1 (floats, sum only): the scaled kernel; the others never read it */
+template <typename T, bool FLOAT>
+static int launch_typed(void *dst, const Sources &src, int64_t n, int op, double scale,
+                        cudaStream_t stream)
 {
+    using A = typename Acc<T>::type;
     bool vectorized = aligned16(dst);
     for (int s = 0; s < src.k; s++) vectorized = vectorized && aligned16(src.ptr[s]);
     const int64_t items = vectorized ? n / Vec16<T>::N + n % Vec16<T>::N : n;
     const unsigned blocks = grid_for(items);
     T *d = static_cast<T *>(dst);
+    const A a = (A)scale;
+    if (scale != 1.0) {
+        if (!FLOAT || op != MT_SUM) MT_FAIL("a scaled reduction is a floating-point sum (op %d)", op);
+        if (FLOAT) multi_reduce_kernel<T, MT_SUM, FLOAT><<<blocks, 256, 0, stream>>>(d, src, n, vectorized, a);
+        MT_CUDA_CHECK(cudaGetLastError());
+        return 0;
+    }
     switch (op) {
-    case MT_SUM: multi_reduce_kernel<T, MT_SUM><<<blocks, 256, 0, stream>>>(d, src, n, vectorized); break;
-    case MT_MAX: multi_reduce_kernel<T, MT_MAX><<<blocks, 256, 0, stream>>>(d, src, n, vectorized); break;
-    case MT_MIN: multi_reduce_kernel<T, MT_MIN><<<blocks, 256, 0, stream>>>(d, src, n, vectorized); break;
-    case MT_PROD: multi_reduce_kernel<T, MT_PROD><<<blocks, 256, 0, stream>>>(d, src, n, vectorized); break;
+    case MT_SUM: multi_reduce_kernel<T, MT_SUM, false><<<blocks, 256, 0, stream>>>(d, src, n, vectorized, a); break;
+    case MT_MAX: multi_reduce_kernel<T, MT_MAX, false><<<blocks, 256, 0, stream>>>(d, src, n, vectorized, a); break;
+    case MT_MIN: multi_reduce_kernel<T, MT_MIN, false><<<blocks, 256, 0, stream>>>(d, src, n, vectorized, a); break;
+    case MT_PROD: multi_reduce_kernel<T, MT_PROD, false><<<blocks, 256, 0, stream>>>(d, src, n, vectorized, a); break;
     default: MT_FAIL("unknown reduction op code %d", op);
     }
     MT_CUDA_CHECK(cudaGetLastError());
     return 0;
 }
 
+MT_API int mt_cuda_multi_reduce_scaled(void *dst, const void *const *srcs, int k, int64_t n,
+                                       int dtype, int op, double scale, int device, void *stream);
+
 MT_API int mt_cuda_multi_reduce(void *dst, const void *const *srcs, int k, int64_t n, int dtype,
                                 int op, int device, void *stream)
+{
+    return mt_cuda_multi_reduce_scaled(dst, srcs, k, n, dtype, op, 1.0, device, stream);
+}
+
+MT_API int mt_cuda_multi_reduce_scaled(void *dst, const void *const *srcs, int k, int64_t n,
+                                       int dtype, int op, double scale, int device, void *stream)
 {
     if (k < 1 || k > MT_MAX_SOURCES) MT_FAIL("source count must be 1..%d, got %d", MT_MAX_SOURCES, k);
     if (n < 0) MT_FAIL("element count must be >= 0, got %lld", (long long)n);
@@ -86,13 +108,13 @@ MT_API int mt_cuda_multi_reduce(void *dst, const void *const *srcs, int k, int64
     if (mt_use_device(device)) return -1;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     switch (dtype) {
-    case MT_F64: return launch_typed<double>(dst, src, n, op, s);
-    case MT_F32: return launch_typed<float>(dst, src, n, op, s);
-    case MT_F16: return launch_typed<__half>(dst, src, n, op, s);
-    case MT_BF16: return launch_typed<__nv_bfloat16>(dst, src, n, op, s);
-    case MT_I64: return launch_typed<int64_t>(dst, src, n, op, s);
-    case MT_I32: return launch_typed<int32_t>(dst, src, n, op, s);
-    case MT_U8: return launch_typed<uint8_t>(dst, src, n, op, s);
+    case MT_F64: return launch_typed<double, true>(dst, src, n, op, scale, s);
+    case MT_F32: return launch_typed<float, true>(dst, src, n, op, scale, s);
+    case MT_F16: return launch_typed<__half, true>(dst, src, n, op, scale, s);
+    case MT_BF16: return launch_typed<__nv_bfloat16, true>(dst, src, n, op, scale, s);
+    case MT_I64: return launch_typed<int64_t, false>(dst, src, n, op, scale, s);
+    case MT_I32: return launch_typed<int32_t, false>(dst, src, n, op, scale, s);
+    case MT_U8: return launch_typed<uint8_t, false>(dst, src, n, op, scale, s);
     default: MT_FAIL("unknown dtype code %d", dtype);
     }
 }

@@ -11,6 +11,9 @@ cross-entropy, backward with its gradient all-reduce, AdamW step. Implementation
   mpitrain-sync   the same buckets, all-reduced on the main thread as each completes (no thread)
   mpitrain-sm     mpitrain with its GPU all-reduces on the peer kernels (SMs move the bytes)
                   instead of the copy engines (the default since 2026-11-23)
+  mpitrain-packed mpitrain with every bucket packed before its all-reduce and unpacked after
+                  (grad_views=False), where the engine otherwise makes each .grad a view of its
+                  bucket (fp32 on the wire)
   naive           one all-reduce per parameter after backward (the teaching path)
   ddp             torch DistributedDataParallel: gloo on CPU, NCCL on GPU; its process group is
                   started inside the same mpiexec, rendezvous address taken from MPI
@@ -37,7 +40,7 @@ from ..models import ViTConfig, VisionTransformer
 from .cli import bench_main
 from .torch_dist import start_torch_distributed
 
-IMPLS = ("mpitrain", "mpitrain-sync", "mpitrain-sm", "naive", "ddp", "local", "local-split", "mpitrain-zero3",
+IMPLS = ("mpitrain", "mpitrain-sync", "mpitrain-sm", "mpitrain-packed", "naive", "ddp", "local", "local-split", "mpitrain-zero3",
          "fsdp2")
 AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}
 
@@ -131,7 +134,8 @@ def build(impl, cfg, world, device, args):
         return Trainee(model, model, engine=zero, zero=zero)
     engine = apply_data_parallel(model, world, bucket_mb=args.bucket_mb, grad_dtype=args.grad_dtype,
                                  overlap=impl != "mpitrain-sync", naive=impl == "naive",
-                                 copy_engine=False if impl == "mpitrain-sm" else None)
+                                 copy_engine=False if impl == "mpitrain-sm" else None,
+                                 grad_views=impl != "mpitrain-packed")
     return Trainee(_split_compiled(model, args) if args.compile else model, model, engine=engine)
 
 

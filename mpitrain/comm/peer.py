@@ -168,11 +168,11 @@ class PeerWorkspace:
             check(self.lib, self.lib.mt_stream_wait_event(stream, self.device, self._order_event))
         self._last_stream = stream
 
-    def _run(self, mode, src, dst, bound, n, nbytes, dtype_code, op_code, stream):
+    def _run(self, mode, src, dst, bound, n, nbytes, dtype_code, op_code, stream, scale=1.0):
         for q, b in enumerate(bound):
             self._bound[q] = b
         if mode == COPY_ENGINE:
-            self._run_copy_engine(src, dst, n, dtype_code, op_code, stream)
+            self._run_copy_engine(src, dst, n, dtype_code, op_code, scale, stream)
         else:
             blocks = min(self.max_blocks, max(1, -(-nbytes // (THREADS * 16))))
             check(self.lib, self.lib.mt_peer_run(
@@ -182,11 +182,11 @@ class PeerWorkspace:
         self._epoch += 2 if mode in (TWO_SHOT, TWO_SHOT_PUSH, COPY_ENGINE) else 1
         self._region ^= 1
 
-    def _run_copy_engine(self, src, dst, n, dtype_code, op_code, stream):
+    def _run_copy_engine(self, src, dst, n, dtype_code, op_code, scale, stream):
         lib = self.lib
         check(lib, lib.mt_peer_ce_all_reduce(
             self._bases, self.rank, self.size, src, dst, self._bound, n, self._region,
-            self.region_bytes, self._epoch & 0xFFFFFFFF, dtype_code, op_code,
+            self.region_bytes, self._epoch & 0xFFFFFFFF, dtype_code, op_code, float(scale),
             CE_WAITS[self.ce_wait], self.timeout_s, self.device, stream))
         if self.ce_wait == "memop" and self.size > 1:     # the watchdog times it (_overdue)
             check(lib, lib.mt_event_record(self._ce_event, self.device, stream))
@@ -206,10 +206,13 @@ class PeerWorkspace:
                 f"different call)")
 
     # ------------------------------------------------------------------------ the collectives
-    def all_reduce(self, src, dst, count, itemsize, dtype, op, mode, stream):
+    def all_reduce(self, src, dst, count, itemsize, dtype, op, mode, stream, scale=1.0):
         """dst[:count] = the reduction of every rank's src[:count] (src may be dst). dtype and
         op are names (float32, sum); mode ONE_SHOT, TWO_SHOT, TWO_SHOT_PUSH or COPY_ENGINE.
-        Pieces that fit a region, one kernel (or copy-engine sequence) each."""
+        Pieces that fit a region, one kernel (or copy-engine sequence) each. scale (a floating
+        sum by the copy engines only): the sum times scale, in the reducing pass."""
+        if scale != 1.0 and (mode != COPY_ENGINE or op != "sum"):
+            raise ValueError(f"rank {self.rank}: a scaled all_reduce is a sum by the copy engines")
         dtype_code, op_code = DTYPE_CODES[dtype], OP_CODES[op]
         push = mode in (TWO_SHOT_PUSH, COPY_ENGINE)   # p slots of piece/p + piece results
         unit = self.size * max(1, LINE // itemsize)
@@ -222,7 +225,7 @@ class PeerWorkspace:
             bound = (two_shot_bounds(n, self.size, itemsize) if mode != ONE_SHOT
                      else [0] * self.size + [n])
             self._run(mode, src + start * itemsize, dst + start * itemsize, bound, n,
-                      n * itemsize, dtype_code, op_code, stream)
+                      n * itemsize, dtype_code, op_code, stream, scale)
 
     def fits(self, nbytes):
         return nbytes <= self.max_region_bytes
@@ -275,8 +278,11 @@ class PeerLane:
         nbytes = count * itemsize
         mode = (COPY_ENGINE if ws.copy_engine          # beside compute: no SM, whatever the size
                 else ONE_SHOT if nbytes <= self.one_shot_max_bytes else TWO_SHOT_PUSH)
+        # avg: the copy engines' reducing pass scales by 1/p (data parallel's buckets); the
+        # kernels sum, then one division
+        folded = op == "avg" and mode == COPY_ENGINE
         ws.all_reduce(ptr, ptr, count, itemsize, name, "sum" if op == "avg" else op, mode,
-                      self._stream(ws.device))
-        if op == "avg":
+                      self._stream(ws.device), 1.0 / self.size if folded else 1.0)
+        if op == "avg" and not folded:
             t.div_(self.size)
         return t

@@ -7,18 +7,23 @@
 
 The path of one gradient (ARCHITECTURE.md):
   1. backward accumulates p.grad; p's post-accumulate-grad hook marks p ready in its bucket;
-  2. when every parameter of a bucket is ready, one fused kernel packs the bucket's gradients
-     into its flat buffer, scaled by 1/world and cast to the wire dtype (on a GPU: on a side
-     stream, after the compute stream's work so far);
-  3. the communication thread all-reduces (sum) the bucket with the hand-rolled collectives
-     (on a GPU: on its own stream, after the pack's event; the GPU transport moves the bytes and
-     the CUDA kernels reduce them),
+  2. when every parameter of a bucket is ready, the bucket's flat buffer is made to hold them:
+     - the wire carries the gradients' own dtype (fp32, the default): p.grad *is* a view of the
+       bucket (as DDP's gradient_as_bucket_view), so backward already accumulated into it and
+       nothing moves. A .grad autograd made anew (after zero_grad(set_to_none=True), or on the
+       first backward) is packed once by the fused kernel and p.grad re-pointed at its view;
+     - a 16-bit wire (or fp16 gradients): one fused kernel packs the gradients, scaled by
+       1/world and cast (on a GPU: on a side stream, after the compute stream's work so far);
+  3. the communication thread all-reduces the bucket with the hand-rolled collectives, "avg"
+     over views (the copy-engine path folds the 1/world into its reduction), "sum" over packed
+     buckets (on a GPU: on its own stream, after the bucket's ready event; the GPU
+     transport moves the bytes and the CUDA kernels reduce them),
      while the main thread goes on with backward; buckets are handed over strictly in plan
      order, so every rank all-reduces the same bucket at the same position;
-  4. on a GPU each bucket is unpacked into p.grad (float32 again when the wire was 16-bit) on
-     the communication stream right after its all-reduce; when autograd finishes, a callback it
-     runs at the end of backward waits for the thread and makes the compute stream wait for
-     the unpacks (on the host it unpacks every bucket there).
+  4. a packed bucket is unpacked into p.grad (float32 again) on the communication stream right
+     after its all-reduce; views need nothing. When autograd finishes, a callback it runs at the
+     end of backward waits for the thread and makes the compute stream wait for the
+     communication stream (on the host it unpacks the packed buckets there).
 """
 import contextlib
 import time
@@ -43,7 +48,7 @@ class UnusedParameterError(RuntimeError):
 class Bucket:
     """One bucket's state: its plan, its flat buffers and, per backward, how many are ready."""
 
-    def __init__(self, spec, wire_dtype):
+    def __init__(self, spec, wire_dtype, grad_views=True):
         self.spec = spec
         self.index = spec.index
         self.params = spec.params
@@ -51,14 +56,36 @@ class Bucket:
         device = spec.device
         self.wire = torch.zeros(self.layout.total, dtype=TORCH_DTYPES[wire_dtype], device=device)
         self.on_gpu = device.type == "cuda"
-        self.packed = torch.cuda.Event() if self.on_gpu else None     # pack done (side stream)
+        self.ready = torch.cuda.Event() if self.on_gpu else None     # bucket complete on the GPU
         self._plan, self._plan_key = None, None
         self.pending = len(self.params)
         self.launched = False
+        # the wire in the gradients' own dtype: each p.grad can be a view of the bucket (not
+        # fp16, whose sum over ranks could overflow before the division: it packs pre-scaled)
+        self.views = None
+        if grad_views and self.wire.dtype == spec.dtype and spec.dtype != torch.float16:
+            self.views = [self.wire[o: o + p.numel()].view(p.shape)
+                          for p, o in zip(self.params, self.layout.offsets)]
+            self._view_ptrs = [v.data_ptr() for v in self.views]
 
     def reset(self):
         self.pending = len(self.params)
         self.launched = False
+
+    def bound(self):
+        """Every parameter's .grad is its view of the bucket (backward accumulated into it)."""
+        return all(p.grad is not None and p.grad.data_ptr() == ptr
+                   for p, ptr in zip(self.params, self._view_ptrs))
+
+    def bind(self, stream):
+        """Point every p.grad at its view (after a pack queued on `stream` copied them in); the
+        old tensors are freed only once that stream is past the pack."""
+        for p, view in zip(self.params, self.views):
+            old = p.grad
+            if old is not None and old.is_cuda and stream is not None:
+                old.record_stream(stream)
+            p.grad = view
+        self._plan, self._plan_key = None, None      # it held the old tensors
 
     def pack_plan(self):
         """The fused-kernel plan for the current .grad tensors; re-checked only when autograd
@@ -75,7 +102,8 @@ class DataParallel:
     """The bucketed, overlapped engine. Build it with apply_data_parallel()."""
 
     def __init__(self, model, world, bucket_mb=25.0, first_bucket_mb=1.0, grad_dtype="fp32",
-                 find_unused_parameters=False, overlap=True, verbose=False, copy_engine=None):
+                 find_unused_parameters=False, overlap=True, verbose=False, copy_engine=None,
+                 grad_views=True):
         if grad_dtype not in WIRE_DTYPES:
             raise ValueError(f"grad_dtype {grad_dtype!r}: choose from {', '.join(WIRE_DTYPES)}")
         for name, value in (("bucket_mb", bucket_mb), ("first_bucket_mb", first_bucket_mb)):
@@ -88,6 +116,7 @@ class DataParallel:
         self.first_cap_bytes = max(1, int(first_bucket_mb * 2**20))
         self.find_unused = find_unused_parameters
         self.verbose = verbose
+        self.grad_views = grad_views     # False: pack and unpack every bucket, whatever its dtype
         # the thread's own message space. Collectives run beside backward: on GPUs joined by
         # CUDA IPC the buckets cross by the copy engines and the waits sit in the stream, so
         # no SM is taken from backward's GEMMs (copy_engine=False: the peer kernels on 32
@@ -121,7 +150,7 @@ class DataParallel:
                 raise TypeError(f"rank {self.world.rank}: parameter {names[id(p)]} is {p.dtype}; "
                                 f"data parallel packs float32, bfloat16 and float16 gradients")
         specs = plan_buckets(params, self.first_cap_bytes, self.cap_bytes, self.wire_dtype)
-        self.buckets = [Bucket(spec, self.wire_dtype) for spec in specs]
+        self.buckets = [Bucket(spec, self.wire_dtype, self.grad_views) for spec in specs]
         self._bucket_of = {id(p): b for b in self.buckets for p in b.params}
         self._names = [names[id(p)] for p in params]
         self._plan_params = params
@@ -172,17 +201,30 @@ class DataParallel:
             self._next += 1
 
     def _launch(self, bucket):
-        scale = 1.0 / self.world.size
-        plan = bucket.pack_plan()
+        """Make the bucket's buffer hold its gradients, then hand its all-reduce to the thread."""
+        side = self.side_stream
         if bucket.on_gpu:
             compute = torch.cuda.current_stream(bucket.spec.device)
-            self.side_stream.wait_stream(compute)
-            plan.pack(scale=scale, stream=self.side_stream)
-            bucket.packed.record(self.side_stream)
+        if bucket.views is not None and bucket.bound():
+            plan, op = None, "avg"                   # backward accumulated into the bucket
+            if bucket.on_gpu:
+                bucket.ready.record(compute)
         else:
-            plan.pack(scale=scale)
+            plan = bucket.pack_plan()
+            # a view bucket copies fresh gradients in as they are; a packed one scales as it
+            # casts (the sum of gradients already divided cannot overflow fp16)
+            scale, op = (1.0, "avg") if bucket.views is not None else (1.0 / self.world.size, "sum")
+            if bucket.on_gpu:
+                side.wait_stream(compute)
+                plan.pack(scale=scale, stream=side)
+                bucket.ready.record(side)
+            else:
+                plan.pack(scale=scale)
+            if bucket.views is not None:
+                bucket.bind(side)
+                plan = None
         bucket.launched = True
-        job = _all_reduce_job(self.comm, bucket, self.comm_stream, plan)
+        job = _all_reduce_job(self.comm, bucket, self.comm_stream, op, plan)
         if self.thread is not None:
             self.thread.submit(job, f"bucket {bucket.index}")
         else:
@@ -235,12 +277,12 @@ class DataParallel:
 
     def _unpack_all(self):
         """GPU buckets were unpacked on the communication stream right after their all-reduce
-        (not all at the end, where nothing hides it): the compute stream waits for that stream.
-        Host buckets are unpacked here."""
+        (not all at the end, where nothing hides it), or needed nothing (views): the compute
+        stream waits for that stream. Host packed buckets are unpacked here."""
         if self.comm_stream is not None:     # every job is queued there (the thread is done)
             torch.cuda.current_stream(self.comm_stream.device).wait_stream(self.comm_stream)
         for b in self.buckets:
-            if not b.on_gpu:
+            if not b.on_gpu and b.views is None:
                 b.pack_plan().unpack()
 
     def synchronize(self):
@@ -255,15 +297,18 @@ class DataParallel:
             self.thread.close()
 
 
-def _all_reduce_job(comm, bucket, comm_stream, plan):
+def _all_reduce_job(comm, bucket, comm_stream, op, plan):
+    """The thread's work for one bucket: all-reduce it with `op`; then, on a GPU, unpack it with
+    `plan` (None: the gradients are views of the bucket)."""
     def job():
         if not bucket.on_gpu:
-            comm.all_reduce(bucket.wire, op="sum")   # already scaled by 1/world at packing
+            comm.all_reduce(bucket.wire, op=op)
             return
         with torch.cuda.device(comm_stream.device), torch.cuda.stream(comm_stream):
-            comm_stream.wait_event(bucket.packed)    # GPU-side wait: the thread does not block
-            comm.all_reduce(bucket.wire, op="sum")
-            plan.unpack(stream=comm_stream)          # the bucket's .grad final, during backward
+            comm_stream.wait_event(bucket.ready)     # GPU-side wait: the thread does not block
+            comm.all_reduce(bucket.wire, op=op)
+            if plan is not None:
+                plan.unpack(stream=comm_stream)      # the bucket's .grad final, during backward
     return job
 
 
@@ -287,12 +332,14 @@ class SingleRank:
 
 def apply_data_parallel(model, world, bucket_mb=25.0, first_bucket_mb=1.0, grad_dtype="fp32",
                         find_unused_parameters=False, overlap=True, verbose=False, naive=False,
-                        broadcast=True, copy_engine=None):
+                        broadcast=True, copy_engine=None, grad_views=True):
     """Make `model` data parallel over `world`: broadcast rank 0's weights, then average the
-    gradients of every backward. Returns the engine (no_sync(), synchronize(), describe())."""
+    gradients of every backward. Returns the engine (no_sync(), synchronize(), describe()).
+    grad_views: each .grad a view of its bucket when the wire carries the gradients' dtype (as
+    DDP's gradient_as_bucket_view; False packs and unpacks every bucket)."""
     if broadcast:
         broadcast_parameters(model, world)
     if naive:
         return NaiveDataParallel(model, world)
     return DataParallel(model, world, bucket_mb, first_bucket_mb, grad_dtype,
-                        find_unused_parameters, overlap, verbose, copy_engine)
+                        find_unused_parameters, overlap, verbose, copy_engine, grad_views)

@@ -11,7 +11,8 @@ parameters are fp32 and *are* the master weights, bf16 exists only as autocast's
                                                                                       from backward to step)
                                             (packed copy + shard)
     optimizer (AdamW: 2 x 4)  8 Psi         8 Psi/p             8 Psi/p              8 Psi/p  (SGD: 4)
-    wire buckets              w Psi         -                   -                    -  (w: grad dtype bytes)
+    wire buckets              w Psi         -                   -                    -  (w: grad dtype bytes;
+                              none for fp32: each .grad is a view of its bucket)
   (zero3 "gathered": the root unit -- embeddings, final norm, head -- and window + 1 blocks, or
   every block with keep_between)
 
@@ -102,9 +103,11 @@ def predict(cfg, parallel, world_size, micro_batch, precision="fp32", optimizer=
     items = [Item("parameters", 4 * psi, f"fp32, Psi = {psi / 1e6:.1f} M")]
     grads_at_end = 0                 # gradient memory that exists only as backward ends
     if stage == "dp":
-        items.append(Item("gradients", 4 * psi, "fp32 .grad, kept between steps"))
+        views = p > 1 and grad_dtype == "fp32"       # .grad are views of the fp32 buckets
+        items.append(Item("gradients", 4 * psi, "fp32 .grad, kept between steps"
+                          + (", views of the wire buckets" if views else "")))
         items.append(Item("optimizer state", opt_per_param * psi, optimizer))
-        if p > 1:
+        if p > 1 and not views:
             items.append(Item("wire buckets", wire * psi, f"{grad_dtype}, every bucket"))
     elif stage == "zero3":
         block = _block_params(cfg)
@@ -172,8 +175,9 @@ def held_bytes(model, engine, optimizer):
     held = {"parameters": storage_bytes(params), "gradients": storage_bytes(grads),
             "optimizer state": storage_bytes(v for s in optimizer.state.values()
                                              for v in s.values() if torch.is_tensor(v) and v.ndim)}
-    if hasattr(engine, "buckets"):
-        held["wire buckets"] = storage_bytes(b.wire for b in engine.buckets)
+    packed = [b.wire for b in getattr(engine, "buckets", ()) if b.views is None]
+    if packed:                       # (a bucket of views is the gradients' own memory)
+        held["wire buckets"] = storage_bytes(packed)
     return held
 
 

@@ -44,6 +44,7 @@ class TrainConfig:
     bucket_mb: float = 25.0          # dp: gradient bucket cap in MB (one bucket per parameter when tiny)
     first_bucket_mb: float = 1.0     # dp: cap of the first bucket (the last layers), sent earliest
     grad_dtype: str = "fp32"         # dp: gradients on the wire; zero1-3: the reduce-scatter's dtype: fp32 | bf16 | fp16 (averaged, cast back)
+    grad_views: bool = True          # dp: each .grad a view of its fp32 bucket, so no pack and no unpack (as DDP's gradient_as_bucket_view)
     find_unused_parameters: bool = False   # dp: parameters without a gradient count as zero (else an error)
     no_overlap: bool = False         # dp: all-reduce each bucket on the main thread (no communication thread)
     verbose: bool = False            # print the data-parallel bucket plan and per-step wait time

@@ -86,7 +86,7 @@ def make_parallel(cfg, model, world, device):
     dp = SingleRank() if world.size == 1 else apply_data_parallel(
         model, world, cfg.bucket_mb, cfg.first_bucket_mb, cfg.grad_dtype,
         cfg.find_unused_parameters, overlap=not cfg.no_overlap, verbose=cfg.verbose,
-        naive=cfg.parallel == "dp-naive")
+        naive=cfg.parallel == "dp-naive", grad_views=cfg.grad_views)
     return dp, make_optimizer(cfg, groups, device)
 
 

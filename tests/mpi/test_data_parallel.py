@@ -180,6 +180,37 @@ def test_without_the_thread_and_with_persistent_grads(world, reference):
                                       set_to_none=False), reference)
 
 
+def test_persistent_grads_accumulate_in_the_buckets_under_no_sync(world, reference):
+    """zero_grad(set_to_none=False) with fp32 gradients: from the second step on every backward,
+    the no_sync one included, accumulates straight into the buckets (the .grad are their views)."""
+    compare(world, *data_parallel_run(world, dict(bucket_mb=1e-3, first_bucket_mb=1e-4), accum=2,
+                                      set_to_none=False), reference)
+
+
+@pytest.mark.parametrize("grad_dtype", ["fp32", "bf16"])
+def test_gradients_are_views_of_the_buckets_when_the_wire_is_their_dtype(world, grad_dtype):
+    """fp32 on the wire: after a backward every .grad lives in its bucket, also after
+    zero_grad(set_to_none=True) made autograd hand out new tensors; a bf16 wire keeps its own
+    buffers beside the fp32 .grad."""
+    model = make_model()
+    dp = apply_data_parallel(model, world, bucket_mb=0.004, first_bucket_mb=0.001,
+                             grad_dtype=grad_dtype)
+    x, y = batch(0, PER_RANK)
+    in_buckets = []
+    for _ in range(2):
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        wires = {b.wire.untyped_storage().data_ptr() for b in dp.buckets}
+        in_buckets.append([p.grad.untyped_storage().data_ptr() in wires for p in model.parameters()])
+    dp.close()
+    want = grad_dtype == "fp32"
+    problems = [f"backward {i}: {sum(seen)} of {len(seen)} .grad in the buckets, expected "
+                f"{'all' if want else 'none'}" for i, seen in enumerate(in_buckets)
+                if seen != [want] * len(seen)]
+    ok, why = all_agree(world, not problems, "; ".join(problems))
+    assert ok, why
+
+
 def test_adamw_follows_one_process(world):
     """Same losses (rtol 1e-5); parameters within 1e-4, AdamW's amplified rounding (see
     optimizer_for): measured up to 6.6e-5 here, against steps of up to 20 x 3e-3."""

@@ -193,6 +193,30 @@ def test_copy_engine_lane_with_ranks_drifting_apart(peer_world, wait, monkeypatc
     verdict(comm, failures)
 
 
+def test_copy_engine_avg_scales_in_its_reducing_pass(peer_world):
+    """op="avg" on the copy-engine lane (data parallel's buckets of .grad views): the sum times
+    1/p in the reducing kernel, no second pass. Against numpy's float64 mean of every rank's
+    input: within one rounding of the dtype, and the same bits on every rank."""
+    comm = peer_world.dup()
+    comm.peer_copy_engine = True
+    r = comm.rank
+    failures = []
+    for dtype, rtol in ((torch.float32, 1e-6), (torch.bfloat16, 8e-3), (torch.float16, 1e-3)):
+        for count in (1, 4099, 3_000_001):
+            x = torch.randn(count, generator=torch.Generator().manual_seed(r * 131 + count))
+            g = x.to(dtype).cuda()
+            comm.all_reduce(g, op="avg")
+            inputs = comm.mpi_comm.allgather(x.to(dtype).double().numpy())
+            expected = np.mean(inputs, axis=0)
+            got = g.double().cpu().numpy()
+            if not np.allclose(got, expected, rtol=rtol, atol=rtol * np.abs(expected).max()):
+                failures.append((str(dtype), count, float(np.abs(got - expected).max())))
+            digest = float(g.double().sum())
+            if len(set(comm.mpi_comm.allgather(digest))) != 1:
+                failures.append((str(dtype), count, "ranks differ"))
+    verdict(comm, failures)
+
+
 def test_copy_engine_call_a_peer_has_not_reached_is_seen_by_the_watchdog_check(peer_world):
     """A copy-engine call waits in the stream, out of the host's sight: the workspace's check
     reports it once it is older than the timeout and not done, and stops once the peer came."""

@@ -75,7 +75,7 @@ def test_help_lists_every_flag():
                  "--grad-accum", "--lr", "--warmup", "--optimizer", "--weight-decay", "--precision",
                  "--compile", "--seed", "--eval-every", "--log-jsonl", "--checkpoint-dir", "--resume",
                  "--parallel", "--bucket-mb", "--first-bucket-mb", "--grad-dtype",
-                 "--find-unused-parameters", "--no-overlap", "--verbose", "--checkpoint-keep",
+                 "--find-unused-parameters", "--no-grad-views", "--no-overlap", "--verbose", "--checkpoint-keep",
                  "--checkpoint-every", "--stop-at-step", "--memory-report", "--zero3-window",
                  "--zero3-keep-between", "--param-dtype", "--compile-piece-mb"):
         assert flag in out
