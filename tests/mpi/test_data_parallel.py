@@ -211,6 +211,28 @@ def test_gradients_are_views_of_the_buckets_when_the_wire_is_their_dtype(world, 
     assert ok, why
 
 
+def test_fresh_gradients_are_let_go_once_copied_into_the_buckets(world):
+    """After zero_grad(set_to_none=True) autograd makes new .grad tensors; once packed into the
+    buckets nothing keeps them (a held copy would double the gradients' memory). Seen through
+    weak references taken by a hook that runs before the engine's."""
+    import gc
+    import weakref
+    model = make_model()
+    fresh = []
+    for p in model.parameters():
+        p.register_post_accumulate_grad_hook(lambda p: fresh.append(weakref.ref(p.grad)))
+    dp = apply_data_parallel(model, world, bucket_mb=0.004, first_bucket_mb=0.001)
+    x, y = batch(0, PER_RANK)
+    for _ in range(2):
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+    gc.collect()
+    alive = sum(r() is not None for r in fresh)
+    dp.close()
+    ok, why = all_agree(world, alive == 0, f"{alive} of {len(fresh)} fresh .grad tensors still alive")
+    assert ok, why
+
+
 def test_adamw_follows_one_process(world):
     """Same losses (rtol 1e-5); parameters within 1e-4, AdamW's amplified rounding (see
     optimizer_for): measured up to 6.6e-5 here, against steps of up to 20 x 3e-3."""
