@@ -77,7 +77,7 @@ for step in $steps; do
            # exchange between them (what both GPUs do busy together, without communication)
            seq_train() { ${PIN:-} $MPIRUN ${PIN:+--bind-to none} -n $1 $PYFULL -m mpitrain.train vit_l16 --data synthetic --precision bf16 \
                --batch-size $((64 * $1)) --compile --steps ${STEPS:-160} --log-every 20 --no-progress $2 2>&1 \
-               | grep -v -i warn | grep -v "^\[rank" | grep -E "^step|^done|rror"; }
+               | grep -v -i warn | grep -v "^\[rank" | grep -E "^mpitrain.train|kernels:|^step|^done|rror"; }
            for run in ${RUNS:-1 2 1 2}; do
              n=${run%%:*}; extra=""; [ "$run" != "$n" ] && extra=$(echo "${run#*:}" | tr , ' ')
              echo "== $n $extra" | tee -a "$OUT/train-seq${TAG:-}.txt"

@@ -66,10 +66,14 @@ static int launch_typed(void *dst, const Sources &src, int64_t n, int op, double
     T *d = static_cast<T *>(dst);
     const A a = (A)scale;
     if (scale != 1.0) {
-        if (!FLOAT || op != MT_SUM) MT_FAIL("a scaled reduction is a floating-point sum (op %d)", op);
-        if (FLOAT) multi_reduce_kernel<T, MT_SUM, FLOAT><<<blocks, 256, 0, stream>>>(d, src, n, vectorized, a);
-        MT_CUDA_CHECK(cudaGetLastError());
-        return 0;
+        if constexpr (FLOAT) {
+            if (op != MT_SUM) MT_FAIL("a scaled reduction is a sum, got op %d", op);
+            multi_reduce_kernel<T, MT_SUM, true><<<blocks, 256, 0, stream>>>(d, src, n, vectorized, a);
+            MT_CUDA_CHECK(cudaGetLastError());
+            return 0;
+        } else {
+            MT_FAIL("a scaled reduction needs a floating dtype (scale %g)", scale);
+        }
     }
     switch (op) {
     case MT_SUM: multi_reduce_kernel<T, MT_SUM, false><<<blocks, 256, 0, stream>>>(d, src, n, vectorized, a); break;
