@@ -75,8 +75,12 @@ for step in $steps; do
            # (N[:extra flags], the flags comma-separated): A/B runs in one job, interleaved.
            # 1@K: one GPU, GPU K alone; pair: two one-GPU jobs at once, one on each GPU, no
            # exchange between them (what both GPUs do busy together, without communication)
-           seq_train() { ${PIN:-} $MPIRUN ${PIN:+--bind-to none} -n $1 $PYFULL -m mpitrain.train vit_l16 --data synthetic --precision bf16 \
-               --batch-size $((64 * $1)) --compile --steps ${STEPS:-160} --log-every 20 --no-progress $2 2>&1 \
+           # (a NAME=VALUE among the flags is set in the ranks' environment instead:
+           # RUNS="2:MPITRAIN_COMM_PRIORITY=high")
+           seq_train() { local envs="" flags="" x
+               for x in $2; do case $x in [A-Z]*=*) export "$x"; envs="$envs -x ${x%%=*}" ;; *) flags="$flags $x" ;; esac; done
+               ${PIN:-} $MPIRUN $envs ${PIN:+--bind-to none} -n $1 $PYFULL -m mpitrain.train vit_l16 --data synthetic --precision bf16 \
+               --batch-size $((64 * $1)) --compile --steps ${STEPS:-160} --log-every 20 --no-progress $flags 2>&1 \
                | grep -v -i warn | grep -v "^\[rank" | grep -E "^mpitrain.train|kernels:|^step|^done|rror"; }
            for run in ${RUNS:-1 2 1 2}; do
              n=${run%%:*}; extra=""; [ "$run" != "$n" ] && extra=$(echo "${run#*:}" | tr , ' ')
@@ -88,7 +92,7 @@ for step in $steps; do
                      PIN="taskset -c 1" CUDA_VISIBLE_DEVICES=1 seq_train 1 "$extra" | sed 's/^/GPU 1: /' > "$OUT/.pair1"
                      wait; cat "$OUT/.pair0" "$OUT/.pair1"; rm -f "$OUT/.pair0" "$OUT/.pair1" ;;
                *) seq_train $n "$extra" ;;
-             esac | tee -a "$OUT/train-seq${TAG:-}.txt"
+             esac | tee -a "$OUT/train-seq${TAG:-}.txt"   # a pipeline: seq_train's exports end with it
            done ;;
     dp-tests) for n in 1 2; do
              MPITRAIN_TIMEOUT=120 timeout 600 $MPIRUN -n $n $PYFULL -m pytest -q -p no:cacheprovider \
@@ -154,9 +158,13 @@ for step in $steps; do
              --json "$OUT/dp-bench-vit_b16.json" 2>&1 | grep -v Warning | tee "$OUT/dp-bench-vit_b16.txt" ;;
     compile-bench) $MPIRUN -x MPITRAIN_PEER_BLOCKS -x MPITRAIN_PEER_KERNELS -n $NGPU $PYFULL -m mpitrain.bench \
              train vit_l16 --precision bf16 --batch-size $((64 * NGPU)) --impl ${IMPLS:-mpitrain,ddp,local} \
-             --compile --rounds ${ROUNDS:-1} --steps 20 --warmup 5 ${PROFILE:+--profile} \
+             --compile --rounds ${ROUNDS:-1} --steps 20 --warmup 5 ${PROFILE:+--profile --profile-dir /tmp/traces} \
              --grad-dtype ${GRAD:-fp32} --json "$OUT/compile-bench-vit_l16${TAG:-}.json" 2>&1 \
-             | grep -v -i "warn" | grep -v "^\[rank" | tee "$OUT/compile-bench-vit_l16${TAG:-}.txt" ;;
+             | grep -v -i "warn" | grep -v "^\[rank" | tee "$OUT/compile-bench-vit_l16${TAG:-}.txt"
+           if [ -n "${PROFILE:-}" ] && [ -d /tmp/traces ]; then   # the events, for trace_report here
+             $PY -m mpitrain.bench.trace_report /tmp/traces --base ${BASE:-local} 2>&1 | tee "$OUT/trace-report${TAG:-}.txt"
+             tar -C /tmp -cf "$OUT/traces${TAG:-}.tar" traces && rm -rf /tmp/traces
+           fi ;;
     mixed-tests) # a pretended split into nodes of 2 ranks: CUDA IPC inside a node, staged across
            MPITRAIN_RANKS_PER_NODE=2 $MPIRUN -x MPITRAIN_RANKS_PER_NODE -n 4 $PYFULL -m mpitrain.comm.info --gpu \
              2>&1 | grep -a -A7 "GPU paths" | tee -a "$OUT/mixed-tests.txt"

@@ -31,7 +31,8 @@
 #include "cuda_peer.cuh"
 
 MT_API int mt_cuda_multi_reduce_scaled(void *dst, const void *const *srcs, int k, int64_t n,
-                                       int dtype, int op, double scale, int device, void *stream);
+                                       int dtype, int op, double scale, int max_blocks,
+                                       int device, void *stream);
 
 enum { MT_CE_WAIT_MEMOP = 0, MT_CE_WAIT_KERNEL = 1 };
 
@@ -101,12 +102,13 @@ static int copy(void *dst, const void *src, int64_t bytes, cudaStream_t s)
 }
 
 /* One piece (it fits a region): out[:n] = the reduction of every rank's in[:n]. bases: the p
- * workspaces as mapped here; bound: p + 1 element offsets of the chunks; region 0 or 1. Queued on
- * `stream`; returns without waiting. in may be out. */
+ * workspaces as mapped here; bound: p + 1 element offsets of the chunks; region 0 or 1;
+ * reduce_blocks caps step B's grid (0: sized by the chunk). Queued on `stream`; returns without
+ * waiting. in may be out. */
 MT_API int mt_peer_ce_all_reduce(void *const *bases, int rank, int p, const void *in, void *out,
                                  const int64_t *bound, int64_t n, int region, int64_t region_bytes,
-                                 uint32_t epoch, int dtype, int op, double scale, int wait_kind,
-                                 double timeout_s, int device, void *stream)
+                                 uint32_t epoch, int dtype, int op, double scale, int reduce_blocks,
+                                 int wait_kind, double timeout_s, int device, void *stream)
 {
     if (p < 1 || p > MT_PEER_MAX_RANKS) MT_FAIL("%d ranks: the copy-engine path takes 1..%d", p, MT_PEER_MAX_RANKS);
     if (rank < 0 || rank >= p) MT_FAIL("rank %d out of range for %d ranks", rank, p);
@@ -149,7 +151,7 @@ MT_API int mt_peer_ce_all_reduce(void *const *bases, int rank, int p, const void
     const void *parts[MT_PEER_MAX_RANKS];                                       /* B */
     for (int q = 0; q < p; q++) parts[q] = q == rank ? src + lo * size : slot_of(rank, q);
     if (mine > 0 && mt_cuda_multi_reduce_scaled(dst + lo * size, parts, p, mine, dtype, op, scale,
-                                                device, stream))
+                                                reduce_blocks, device, stream))
         return -1;
     for (int s_ = 1; s_ < p; s_++)
         if (copy(result_of((rank + s_) % p, lo), dst + lo * size, mine * size, s)) return -1;

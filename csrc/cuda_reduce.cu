@@ -56,13 +56,14 @@ __global__ void multi_reduce_kernel(T *dst, Sources src, int64_t n, bool vectori
 /* scale != 1 (floats, sum only): the scaled kernel; the others never read it */
 template <typename T, bool FLOAT>
 static int launch_typed(void *dst, const Sources &src, int64_t n, int op, double scale,
-                        cudaStream_t stream)
+                        int max_blocks, cudaStream_t stream)
 {
     using A = typename Acc<T>::type;
     bool vectorized = aligned16(dst);
     for (int s = 0; s < src.k; s++) vectorized = vectorized && aligned16(src.ptr[s]);
     const int64_t items = vectorized ? n / Vec16<T>::N + n % Vec16<T>::N : n;
-    const unsigned blocks = grid_for(items);
+    unsigned blocks = grid_for(items);
+    if (max_blocks > 0 && blocks > (unsigned)max_blocks) blocks = (unsigned)max_blocks;  /* grid-stride */
     T *d = static_cast<T *>(dst);
     const A a = (A)scale;
     if (scale != 1.0) {
@@ -87,16 +88,20 @@ static int launch_typed(void *dst, const Sources &src, int64_t n, int op, double
 }
 
 MT_API int mt_cuda_multi_reduce_scaled(void *dst, const void *const *srcs, int k, int64_t n,
-                                       int dtype, int op, double scale, int device, void *stream);
+                                       int dtype, int op, double scale, int max_blocks,
+                                       int device, void *stream);
 
 MT_API int mt_cuda_multi_reduce(void *dst, const void *const *srcs, int k, int64_t n, int dtype,
                                 int op, int device, void *stream)
 {
-    return mt_cuda_multi_reduce_scaled(dst, srcs, k, n, dtype, op, 1.0, device, stream);
+    return mt_cuda_multi_reduce_scaled(dst, srcs, k, n, dtype, op, 1.0, 0, device, stream);
 }
 
+/* max_blocks > 0 caps the grid (the loop strides over the rest): a reduction beside compute
+ * then holds at most that many SMs' worth of blocks at once; 0 sizes the grid by n. */
 MT_API int mt_cuda_multi_reduce_scaled(void *dst, const void *const *srcs, int k, int64_t n,
-                                       int dtype, int op, double scale, int device, void *stream)
+                                       int dtype, int op, double scale, int max_blocks,
+                                       int device, void *stream)
 {
     if (k < 1 || k > MT_MAX_SOURCES) MT_FAIL("source count must be 1..%d, got %d", MT_MAX_SOURCES, k);
     if (n < 0) MT_FAIL("element count must be >= 0, got %lld", (long long)n);
@@ -112,13 +117,13 @@ MT_API int mt_cuda_multi_reduce_scaled(void *dst, const void *const *srcs, int k
     if (mt_use_device(device)) return -1;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     switch (dtype) {
-    case MT_F64: return launch_typed<double, true>(dst, src, n, op, scale, s);
-    case MT_F32: return launch_typed<float, true>(dst, src, n, op, scale, s);
-    case MT_F16: return launch_typed<__half, true>(dst, src, n, op, scale, s);
-    case MT_BF16: return launch_typed<__nv_bfloat16, true>(dst, src, n, op, scale, s);
-    case MT_I64: return launch_typed<int64_t, false>(dst, src, n, op, scale, s);
-    case MT_I32: return launch_typed<int32_t, false>(dst, src, n, op, scale, s);
-    case MT_U8: return launch_typed<uint8_t, false>(dst, src, n, op, scale, s);
+    case MT_F64: return launch_typed<double, true>(dst, src, n, op, scale, max_blocks, s);
+    case MT_F32: return launch_typed<float, true>(dst, src, n, op, scale, max_blocks, s);
+    case MT_F16: return launch_typed<__half, true>(dst, src, n, op, scale, max_blocks, s);
+    case MT_BF16: return launch_typed<__nv_bfloat16, true>(dst, src, n, op, scale, max_blocks, s);
+    case MT_I64: return launch_typed<int64_t, false>(dst, src, n, op, scale, max_blocks, s);
+    case MT_I32: return launch_typed<int32_t, false>(dst, src, n, op, scale, max_blocks, s);
+    case MT_U8: return launch_typed<uint8_t, false>(dst, src, n, op, scale, max_blocks, s);
     default: MT_FAIL("unknown dtype code %d", dtype);
     }
 }

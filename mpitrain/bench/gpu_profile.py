@@ -3,15 +3,22 @@ was busy per step and its heaviest kernels; the span is first kernel start to la
 A compute stream busy for less than the span is waiting (for the host, or for another stream).
 
     text = profile_steps(step, steps=3)          # runs step() `steps` times under the profiler
+    profile_steps(step, dump="trace.json.gz")    # and keeps the events (mpitrain/bench/trace_report.py)
+
+A dump holds every complete event of the trace in a compact form (a chrome trace of a ViT-L
+step is tens of MB): {"names": [...], "cats": [...], "events": [[ts, dur, cat, name, tid,
+correlation], ...]}, times in microseconds; tid is the CUDA stream for GPU events, the thread
+for host events; correlation ties a kernel to the runtime call that launched it.
 """
+import gzip
 import json
 import os
 import tempfile
 
 
-def profile_steps(step, steps=3, top=6):
+def profile_steps(step, steps=3, top=6, dump=None):
     """Run step() `steps` times under torch.profiler (CPU and CUDA activity); return the
-    per-stream summary as text."""
+    per-stream summary as text. dump: also write the events there (gzip JSON, see above)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
     torch.cuda.synchronize()
@@ -27,7 +34,35 @@ def profile_steps(step, steps=3, top=6):
             events = json.load(f)["traceEvents"]
     finally:
         os.unlink(path)
+    if dump:
+        write_dump(events, dump, steps)
     return summarize(events, steps, top)
+
+
+def write_dump(events, path, steps):
+    names, cats, rows = {}, {}, []
+    for e in events:
+        if e.get("ph") != "X" or "dur" not in e:
+            continue
+        args = e.get("args", {})
+        tid = args.get("stream", e.get("tid")) if e.get("cat") in GPU_CATS else e.get("tid")
+        rows.append([e["ts"], e["dur"], cats.setdefault(e.get("cat", ""), len(cats)),
+                     names.setdefault(e.get("name", ""), len(names)), tid,
+                     args.get("correlation")])
+    with gzip.open(path, "wt") as f:
+        json.dump({"steps": steps, "names": list(names), "cats": list(cats), "events": rows}, f)
+
+
+def read_dump(path):
+    """A dump back as a list of dicts (ts, dur, cat, name, tid, correlation)."""
+    with gzip.open(path, "rt") as f:
+        d = json.load(f)
+    names, cats = d["names"], d["cats"]
+    return d["steps"], [{"ts": ts, "dur": dur, "cat": cats[c], "name": names[n], "tid": tid,
+                         "correlation": corr} for ts, dur, c, n, tid, corr in d["events"]]
+
+
+GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 
 
 def busy_time(intervals):
@@ -46,8 +81,7 @@ def busy_time(intervals):
 def summarize(events, steps, top=6):
     """Chrome-trace events -> text: span per step, then per stream (busiest first) its busy
     time per step and its `top` kernels by time."""
-    gpu = [e for e in events if e.get("ph") == "X" and "dur" in e
-           and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    gpu = [e for e in events if e.get("ph") == "X" and "dur" in e and e.get("cat") in GPU_CATS]
     if not gpu:
         return "  (no GPU activity recorded)"
     streams = {}

@@ -32,6 +32,7 @@ peak reset). `final loss` is there to show they train the same thing.
 """
 import contextlib
 import gc
+import os
 import time
 
 import numpy as np
@@ -64,6 +65,12 @@ def add_arguments(p):
     p.add_argument("--profile", action="store_true",
                    help="GPU: after the timing, profile 3 steps of each implementation and print "
                         "rank 0's busy time per CUDA stream and heaviest kernels")
+    p.add_argument("--profile-dir", default="",
+                   help="with --profile: also keep each rank's events of each implementation in "
+                        "DIR/trace-IMPL-rRANK.json.gz (read by python -m mpitrain.bench.trace_report DIR)")
+    p.add_argument("--grads-to-none", action="store_true",
+                   help="zero_grad(set_to_none=True) after each step (default: zero in place, as "
+                        "the trainer does, so gradients that are bucket views stay views)")
     p.add_argument("--img-size", type=int, default=0, help="input side (0: the variant's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--compile", action="store_true",
@@ -176,7 +183,7 @@ def run_round(impl, cfg, world, device, args, batches):
             t.zero.zero_grad()
         else:
             opt.step()
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=args.grads_to_none)
         return loss
 
     if on_gpu:
@@ -198,7 +205,11 @@ def run_round(impl, cfg, world, device, args, batches):
     profile = None
     if args.profile and on_gpu:
         from .gpu_profile import profile_steps
-        profile = profile_steps(lambda: step(*batches[0]), steps=3)
+        dump = None
+        if args.profile_dir:
+            os.makedirs(args.profile_dir, exist_ok=True)
+            dump = os.path.join(args.profile_dir, f"trace-{impl}-r{world.rank}.json.gz")
+        profile = profile_steps(lambda: step(*batches[0]), steps=3, dump=dump)
     final = float(loss.detach())
     t.close()
     return seconds, final, peak, profile, per_rank

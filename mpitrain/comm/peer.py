@@ -31,7 +31,8 @@ off; MPITRAIN_PEER_BLOCKS sets the most thread blocks a kernel uses (default 128
 128 blocks moved 1 GB at 277 GB/s one-shot against 268 with 64, bench/RESULTS.md).
 MPITRAIN_PEER_CE_WAIT=kernel makes the copy-engine path wait in a one-block kernel (with the
 kernels' timeout trap) instead of stream memory operations (whose waits the host watchdog
-times).
+times). MPITRAIN_CE_REDUCE_BLOCKS caps the copy-engine path's reduce kernel grid (default 0: one
+thread per 16 bytes, up to 8192 blocks).
 """
 import ctypes
 import os
@@ -75,6 +76,13 @@ def ce_wait_from_env():
     return kind
 
 
+def ce_reduce_blocks_from_env():
+    blocks = int(os.environ.get("MPITRAIN_CE_REDUCE_BLOCKS", "0"))
+    if blocks < 0:
+        raise ValueError(f"MPITRAIN_CE_REDUCE_BLOCKS={blocks}: must be >= 0 (0: sized by the data)")
+    return blocks
+
+
 def two_shot_bounds(count, size, itemsize):
     """Where each rank's chunk starts, for the two-shot all-reduce: p nearly equal chunks whose
     starts fall on cache lines (a line never straddles two ranks' chunks)."""
@@ -103,6 +111,7 @@ class PeerWorkspace:
         # all_reduce's calls through the fast lane go by the copy engines (COPY_ENGINE)
         self.copy_engine = False
         self.ce_wait = ce_wait_from_env()
+        self.ce_reduce_blocks = ce_reduce_blocks_from_env()   # 0: the reduce's grid fits the data
         if not 1 <= self.max_blocks <= MAX_BLOCKS:
             raise ValueError(f"rank {self.rank}: peer kernel blocks {max_blocks}: must be 1..{MAX_BLOCKS}")
         self.timeout_s = float(timeout_s)
@@ -187,7 +196,7 @@ class PeerWorkspace:
         check(lib, lib.mt_peer_ce_all_reduce(
             self._bases, self.rank, self.size, src, dst, self._bound, n, self._region,
             self.region_bytes, self._epoch & 0xFFFFFFFF, dtype_code, op_code, float(scale),
-            CE_WAITS[self.ce_wait], self.timeout_s, self.device, stream))
+            self.ce_reduce_blocks, CE_WAITS[self.ce_wait], self.timeout_s, self.device, stream))
         if self.ce_wait == "memop" and self.size > 1:     # the watchdog times it (_overdue)
             check(lib, lib.mt_event_record(self._ce_event, self.device, stream))
             self._ce_queued = (time.monotonic(), self._epoch)

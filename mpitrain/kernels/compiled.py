@@ -40,7 +40,7 @@ _CUDA_SIGNATURES = {
     "mt_cuda_reduce": [_ptr, _ptr, _i64, _int, _int, _int, _ptr],
     "mt_cuda_multi_reduce": [_ptr, ctypes.POINTER(_ptr), _int, _i64, _int, _int, _int, _ptr],
     "mt_cuda_multi_reduce_scaled": [_ptr, ctypes.POINTER(_ptr), _int, _i64, _int, _int, _dbl, _int,
-                                    _ptr],
+                                    _int, _ptr],
     "mt_cuda_pack": [_SLOTS, _int, _int, _ptr, _int, _dbl, _int, _ptr],
     "mt_cuda_unpack": [_SLOTS, _int, _int, _ptr, _int, _dbl, _int, _int, _ptr],
     "mt_cuda_device_count": [ctypes.POINTER(_int)],
@@ -61,7 +61,7 @@ _CUDA_SIGNATURES = {
     "mt_peer_run": [_int, _ptr, _int, _int, _ptr, _ptr, _ptr, _i64, _int, _i64, ctypes.c_uint32,
                     _int, _int, _int, _int, _dbl, _int, _ptr],
     "mt_peer_ce_all_reduce": [_ptr, _int, _int, _ptr, _ptr, _ptr, _i64, _int, _i64,
-                              ctypes.c_uint32, _int, _int, _dbl, _int, _dbl, _int, _ptr],
+                              ctypes.c_uint32, _int, _int, _dbl, _int, _int, _dbl, _int, _ptr],
 }
 
 _MPI_SIGNATURES = {

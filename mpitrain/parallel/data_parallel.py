@@ -35,7 +35,7 @@ from .buckets import WIRE_DTYPES, describe_plan, plan_buckets
 from .comm_thread import CommThread
 from .naive_data_parallel import NaiveDataParallel
 from .replicate import broadcast_parameters
-from .streams import overlapping_comm
+from .streams import comm_stream, overlapping_comm
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PACKABLE = (torch.float32, torch.bfloat16, torch.float16)
@@ -160,8 +160,8 @@ class DataParallel:
         self._names = [names[id(p)] for p in params]
         self._plan_params = params
         if any(b.on_gpu for b in self.buckets) and self.side_stream is None:
-            self.side_stream = torch.cuda.Stream(device=self.buckets[0].spec.device)
-            self.comm_stream = torch.cuda.Stream(device=self.buckets[0].spec.device)
+            self.side_stream = comm_stream(self.buckets[0].spec.device)
+            self.comm_stream = comm_stream(self.buckets[0].spec.device)
         self.stats["plans"] += 1
         if self.verbose:
             self.world.print0(describe_plan([b.spec for b in self.buckets], self._names, self.wire_dtype))

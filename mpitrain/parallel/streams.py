@@ -26,6 +26,18 @@ def overlapping_comm(world, copy_engine=None):
     return comm
 
 
+def comm_stream(device):
+    """A stream for collectives beside compute. MPITRAIN_COMM_PRIORITY=high gives it CUDA's
+    highest priority (its kernels' blocks are scheduled before the compute stream's waiting
+    ones: the short reduce kernels of a bucket do not queue behind a GEMM's waves); default: the
+    same priority as the compute stream."""
+    priority = os.environ.get("MPITRAIN_COMM_PRIORITY", "default")
+    if priority not in ("default", "high"):
+        raise ValueError(f"MPITRAIN_COMM_PRIORITY={priority!r}: choose default or high")
+    # torch maps any number below CUDA's range to its highest priority
+    return torch.cuda.Stream(device=device, priority=-100 if priority == "high" else 0)
+
+
 def on_stream(stream):
     """Run on `stream` (a CUDA stream), after the work queued so far on the current one; a
     no-op context for None (host memory)."""

@@ -159,13 +159,15 @@ def test_arrival_barrier_first_with_ranks_drifting_apart(peer_world):
     verdict(comm, failures)
 
 
-@pytest.mark.parametrize("wait", ["memop", "kernel"])
-def test_copy_engine_lane_with_ranks_drifting_apart(peer_world, wait, monkeypatch):
+@pytest.mark.parametrize("wait,reduce_blocks", [("memop", 0), ("kernel", 0), ("memop", 3)])
+def test_copy_engine_lane_with_ranks_drifting_apart(peer_world, wait, reduce_blocks, monkeypatch):
     """The overlapped communicators' fast lane (data parallel's buckets): every call goes by the
-    copy engines, waiting in the stream (memop) or in a one-block kernel.
+    copy engines, waiting in the stream (memop) or in a one-block kernel; the reduce kernel's
+    grid sized by the data, or capped at 3 blocks (each thread then strides over many items).
     Ranks held up in turn, sizes and dtypes changing, nothing synchronised between calls; every
     result against the oracle."""
     monkeypatch.setenv("MPITRAIN_PEER_CE_WAIT", wait)
+    monkeypatch.setenv("MPITRAIN_CE_REDUCE_BLOCKS", str(reduce_blocks))
     comm = peer_world.dup()
     comm.peer_copy_engine = True
     comm.peer_arrive_first = True
@@ -184,6 +186,7 @@ def test_copy_engine_lane_with_ranks_drifting_apart(peer_world, wait, monkeypatc
         comm.all_reduce(g)
         calls.append((dtype, x, g))
     assert comm._peer_lane.workspace.ce_wait == wait
+    assert comm._peer_lane.workspace.ce_reduce_blocks == reduce_blocks
     failures = []
     for i, (dtype, x, g) in enumerate(calls):
         expected = reduce_reference(comm.mpi_comm.allgather(x), "sum", dtype, p)
