@@ -13,6 +13,7 @@ backward kernel (the tail). With --base, the kernels that got slower than in the
 implementation's trace of the same rank (same names, per-step time).
 """
 import argparse
+import bisect
 import glob
 import os
 import re
@@ -83,7 +84,7 @@ def analyse(path, top=8):
     busy = busy_time([(e["ts"], e["ts"] + e["dur"]) for e in compute])
     lines.append(f"  per step: span {span / 1e3:.2f} ms = busy {busy / steps / 1e3:.2f} + host-bound "
                  f"{host / steps / 1e3:.2f} + waiting {wait / steps / 1e3:.2f} (+ before the first kernel)")
-    lines.append(f"  longest waits (ms, the kernels before and after):")
+    lines.append("  longest waits (ms, the kernels before and after):")
     for gap, prev, cur, h in sorted(waits, key=lambda w: -w[0])[:top]:
         lines.append(f"    {gap / 1e3:7.3f} at +{(prev['ts'] + prev['dur'] - start) / 1e3:8.2f}  "
                      f"{prev['name'][:45]}  ->  {cur['name'][:45]}")
@@ -112,6 +113,8 @@ def analyse(path, top=8):
                     last = max(e["ts"] + e["dur"] for e in after)
                     lines.append(f"      stream {sid}: {len(after)} ops busy {b / 1e3:.3f} ms after "
                                  f"backward, its last ends {(last - bw_end) / 1e3:.3f} ms after it")
+    lines.append(small_gaps(compute, [e for sid, evs in by.items() if sid != compute_id for e in evs],
+                            steps))
     for sid, evs in sorted(by.items(), key=lambda kv: -len(kv[1])):
         if sid == compute_id:
             continue
@@ -123,6 +126,40 @@ def analyse(path, top=8):
         top_kinds = ", ".join(f"{k} {v / steps / 1e3:.2f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:4])
         lines.append(f"  stream {sid}: busy {b / steps / 1e3:.2f} ms/step ({top_kinds})")
     return "\n".join(lines), compute, steps
+
+
+SMALL_GAP_US = 50.0     # a kernel-to-kernel gap below this is dispatch latency, not a wait
+NEAR_US = 10_000.0      # other-stream ops closer than this belong to one stretch of communication
+
+
+def small_gaps(compute, others, steps):
+    """The compute stream's kernel-to-kernel gaps under SMALL_GAP_US, by what the other
+    streams were doing at the gap: running an op, between ops of one stretch of communication
+    (waiting in the stream for an event or a peer), or nothing at all."""
+    others = sorted(others, key=lambda e: e["ts"])
+    spans = [(e["ts"], e["ts"] + e["dur"], "beside an op") for e in others]
+    spans += [(a["ts"] + a["dur"], b["ts"], "between ops") for a, b in zip(others, others[1:])
+              if 0 < b["ts"] - (a["ts"] + a["dur"]) < NEAR_US]
+    spans.sort()
+    starts = [s for s, _, _ in spans]
+    groups = {}
+    for prev, cur in zip(compute, compute[1:]):
+        gap = cur["ts"] - (prev["ts"] + prev["dur"])
+        if not 0 < gap < SMALL_GAP_US:
+            continue
+        t = prev["ts"] + prev["dur"] + gap / 2
+        i = bisect.bisect_right(starts, t) - 1
+        where = "no other stream"
+        while i >= 0 and spans[i][0] > t - NEAR_US - SMALL_GAP_US:   # the spans that may hold t
+            if spans[i][0] <= t <= spans[i][1]:
+                where = spans[i][2]
+                break
+            i -= 1
+        n, total = groups.get(where, (0, 0.0))
+        groups[where] = (n + 1, total + gap)
+    parts = [f"{where}: {n / steps:.0f}/step, mean {total / n:.2f} us ({total / steps / 1e3:.2f} ms)"
+             for where, (n, total) in sorted(groups.items())]
+    return "  small gaps (< 50 us) by the other streams' state: " + "; ".join(parts)
 
 
 def slower_kernels(compute, base, steps, base_steps, top=10):

@@ -75,3 +75,18 @@ def test_slower_kernels(tmp_path):
     text = trace_report.slower_kernels(slow, base, 2, 2)
     assert "compute busy +0.40 ms" in text
     assert text.splitlines()[1].split()[0] == "+0.400"
+
+
+def test_small_gaps_by_what_the_other_streams_do():
+    """Compute kernels 10 us long with 2 us gaps from 0 to 60 ms; the other stream runs ops at
+    1000-1100 and 1500-1600 us (500 us apart: one stretch) and at 40 ms (alone)."""
+    compute = [{"ts": 12.0 * i, "dur": 10.0, "name": "k"} for i in range(5000)]
+    others = [{"ts": a, "dur": 100.0, "name": "c"} for a in (1000.0, 1500.0, 40_000.0)]
+    text = trace_report.small_gaps(compute, others, steps=1)
+    gaps_at = [12.0 * i + 11.0 for i in range(4999)]            # each gap's midpoint
+    beside = sum(1 for t in gaps_at if any(a <= t <= a + 100 for a in (1000.0, 1500.0, 40_000.0)))
+    between = sum(1 for t in gaps_at if 1100 < t < 1500)
+    rest = len(gaps_at) - beside - between
+    assert f"beside an op: {beside}/step, mean 2.00 us" in text
+    assert f"between ops: {between}/step, mean 2.00 us" in text
+    assert f"no other stream: {rest}/step" in text
