@@ -15,6 +15,8 @@ import json
 import os
 import tempfile
 
+GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+
 
 def profile_steps(step, steps=3, top=6, dump=None):
     """Run step() `steps` times under torch.profiler (CPU and CUDA activity); return the
@@ -60,9 +62,6 @@ def read_dump(path):
     names, cats = d["names"], d["cats"]
     return d["steps"], [{"ts": ts, "dur": dur, "cat": cats[c], "name": names[n], "tid": tid,
                          "correlation": corr} for ts, dur, c, n, tid, corr in d["events"]]
-
-
-GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 
 
 def busy_time(intervals):

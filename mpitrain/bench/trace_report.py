@@ -42,9 +42,6 @@ def streams_of(gpu):
 
 def split_steps(compute, steps):
     """Step boundaries on the compute stream: the end of each step's last optimizer kernel."""
-    opt_ends = [e["ts"] + e["dur"] for e in compute if OPTIMIZER.search(e["name"])]
-    if not opt_ends:
-        return None
     # optimizer kernels come in runs; a run ends where the next compute kernel is not one
     ends, run_end = [], None
     for i, e in enumerate(compute):
@@ -64,7 +61,7 @@ def analyse(path, top=8):
     lines = [f"== {os.path.basename(path)}: compute stream {compute_id}, {len(by)} streams"]
     start, end = compute[0]["ts"], max(e["ts"] + e["dur"] for e in gpu)
     span = (end - start) / steps
-    busy = host = wait = 0.0
+    host = wait = 0.0
     waits = []
     for prev, cur in zip(compute, compute[1:]):
         gap = cur["ts"] - (prev["ts"] + prev["dur"])
@@ -92,7 +89,6 @@ def analyse(path, top=8):
     if bounds:
         lines.append("  the tail of each step (from the last compute kernel before the optimizer):")
         for opt_end, last_opt in bounds:
-            first_opt = last_opt
             i = compute.index(last_opt)
             while i > 0 and OPTIMIZER.search(compute[i - 1]["name"]):
                 i -= 1

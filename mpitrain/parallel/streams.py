@@ -29,8 +29,8 @@ def overlapping_comm(world, copy_engine=None):
 def comm_stream(device):
     """A stream for collectives beside compute. MPITRAIN_COMM_PRIORITY=high gives it CUDA's
     highest priority (its kernels' blocks are scheduled before the compute stream's waiting
-    ones: the short reduce kernels of a bucket do not queue behind a GEMM's waves); default: the
-    same priority as the compute stream."""
+    ones: the short reduce kernels of a bucket do not queue behind a GEMM's waves; on 2x H200
+    the trainer ran no faster with it, bench/RESULTS.md); default: the compute stream's."""
     priority = os.environ.get("MPITRAIN_COMM_PRIORITY", "default")
     if priority not in ("default", "high"):
         raise ValueError(f"MPITRAIN_COMM_PRIORITY={priority!r}: choose default or high")
