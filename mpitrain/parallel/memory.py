@@ -90,9 +90,10 @@ def _block_params(cfg):
 
 def predict(cfg, parallel, world_size, micro_batch, precision="fp32", optimizer="adamw",
             grad_dtype="fp32", bucket_mb=25.0, checkpoint_activations=False, window=1,
-            keep_between=False, param_dtype="fp32"):
+            keep_between=False, param_dtype="fp32", grad_views=True):
     """The items of one rank's peak and the peak itself: ([Item], peak bytes). param_dtype
-    (zero3): the dtype blocks are gathered and computed in."""
+    (zero3): the dtype blocks are gathered and computed in; grad_views (dp): fp32 gradients are
+    views of their buckets (False: --no-grad-views, the buckets are memory of their own)."""
     psi = cfg.count_params()
     p = world_size
     stage = parallel if parallel.startswith("zero") else "dp"
@@ -103,7 +104,7 @@ def predict(cfg, parallel, world_size, micro_batch, precision="fp32", optimizer=
     items = [Item("parameters", 4 * psi, f"fp32, Psi = {psi / 1e6:.1f} M")]
     grads_at_end = 0                 # gradient memory that exists only as backward ends
     if stage == "dp":
-        views = p > 1 and grad_dtype == "fp32"       # .grad are views of the fp32 buckets
+        views = p > 1 and grad_dtype == "fp32" and grad_views   # .grad: views of the buckets
         items.append(Item("gradients", 4 * psi, "fp32 .grad, kept between steps"
                           + (", views of the wire buckets" if views else "")))
         items.append(Item("optimizer state", opt_per_param * psi, optimizer))

@@ -109,7 +109,7 @@ def memory_report(cfg, mcfg, world, device, rss_before_model, measure):
     items, peak = memory.predict(mcfg, parallel, world.size, cfg.micro_batch_size, cfg.precision,
                                  cfg.optimizer, cfg.grad_dtype, cfg.bucket_mb,
                                  cfg.checkpoint_activations, cfg.zero3_window,
-                                 cfg.zero3_keep_between, cfg.param_dtype)
+                                 cfg.zero3_keep_between, cfg.param_dtype, cfg.grad_views)
     text = memory.report(items, peak, measured, how, world.rank, parallel, world.size)
     for t in world.mpi_comm.gather(text, root=0) or []:
         world.print0(t)

@@ -28,8 +28,9 @@ pytestmark = pytest.mark.mpi
 
 
 def make_engine(world, model, parallel, make_opt):
-    if parallel == "dp":
-        engine = SingleRank() if world.size == 1 else apply_data_parallel(model, world)
+    if parallel in ("dp", "dp-packed"):
+        engine = SingleRank() if world.size == 1 else apply_data_parallel(
+            model, world, grad_views=parallel == "dp")
         return engine, make_opt(model.parameters())
     if parallel == "zero3":
         engine = apply_zero3(model, world, make_opt, units=model.blocks, window=1)
@@ -52,7 +53,7 @@ def held_after_steps(world, parallel, optimizer):
         x, y = batch(step, 4)
         F.cross_entropy(model(x), y).backward()
         engine.synchronize()
-        if parallel == "dp":
+        if parallel in ("dp", "dp-packed"):
             opt.step()
         else:
             engine.step()
@@ -63,10 +64,12 @@ def held_after_steps(world, parallel, optimizer):
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-@pytest.mark.parametrize("parallel", ["dp", "zero1", "zero2", "zero3"])
+@pytest.mark.parametrize("parallel", ["dp", "dp-packed", "zero1", "zero2", "zero3"])
 def test_model_states_match_the_tensors_held(world, parallel, optimizer):
+    """dp-packed: data parallel with grad_views=False, whose buckets are memory of their own."""
     held = held_after_steps(world, parallel, optimizer)
-    items, _ = predict(DEEP, parallel, world.size, 4, "fp32", optimizer, bucket_mb=0.004)
+    items, _ = predict(DEEP, "dp" if parallel == "dp-packed" else parallel, world.size, 4, "fp32",
+                       optimizer, bucket_mb=0.004, grad_views=parallel != "dp-packed")
     predicted = {i.name: i.bytes for i in items if i.name in held}
     # padding: slots are 16-byte aligned and shards a multiple of 4 elements
     slack = 16 * 4 * (len(list(make_model().parameters())) + world.size)
