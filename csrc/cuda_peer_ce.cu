@@ -15,6 +15,13 @@
  *   barrier (epoch + 1)
  *   C  copy the peers' results from the local result area into out (copy engine, local).
  *
+ * Registered outputs (peer_out, data parallel's buckets): every rank's `out` is mapped into
+ * every peer once, so step B copies the reduced chunk straight into each peer's out and step C
+ * disappears (half the call's local HBM copy traffic). Each peer's out is written only after the
+ * first barrier, when that peer's stream has finished reading its input (also when in == out),
+ * and the second barrier is passed only once every peer's copy into this rank's out has landed.
+ * Every rank must make the call the same way (all with peer_out, or none).
+ *
  * A region is laid out as the push kernel's: p slots of `slot` elements, then n results. The
  * barrier is on the flag row MT_PEER_CE_ROW, queued in the stream, in one of two ways:
  *   memop:  cuStreamWriteValue32 of the epoch into every peer's counter for this rank (a
@@ -103,9 +110,11 @@ static int copy(void *dst, const void *src, int64_t bytes, cudaStream_t s)
 
 /* One piece (it fits a region): out[:n] = the reduction of every rank's in[:n]. bases: the p
  * workspaces as mapped here; bound: p + 1 element offsets of the chunks; region 0 or 1;
- * reduce_blocks caps step B's grid (0: sized by the chunk). Queued on `stream`; returns without
- * waiting. in may be out. */
-MT_API int mt_peer_ce_all_reduce(void *const *bases, int rank, int p, const void *in, void *out,
+ * reduce_blocks caps step B's grid (0: sized by the chunk); peer_out: NULL, or every rank's out
+ * (this piece's start) as mapped here (entry `rank` unused). Queued on `stream`; returns
+ * without waiting. in may be out. */
+MT_API int mt_peer_ce_all_reduce(void *const *bases, void *const *peer_out, int rank, int p,
+                                 const void *in, void *out,
                                  const int64_t *bound, int64_t n, int region, int64_t region_bytes,
                                  uint32_t epoch, int dtype, int op, double scale, int reduce_blocks,
                                  int wait_kind, double timeout_s, int device, void *stream)
@@ -121,6 +130,7 @@ MT_API int mt_peer_ce_all_reduce(void *const *bases, int rank, int p, const void
     int64_t slot = 0;
     for (int q = 0; q < p; q++) {
         if (!bases[q]) MT_FAIL("workspace of rank %d is a null pointer", q);
+        if (peer_out && q != rank && !peer_out[q]) MT_FAIL("registered output of rank %d is a null pointer", q);
         if (bound[q + 1] < bound[q]) MT_FAIL("chunk bounds of rank %d are not increasing", q);
         if (bound[q + 1] - bound[q] > slot) slot = bound[q + 1] - bound[q];
     }
@@ -153,9 +163,13 @@ MT_API int mt_peer_ce_all_reduce(void *const *bases, int rank, int p, const void
     if (mine > 0 && mt_cuda_multi_reduce_scaled(dst + lo * size, parts, p, mine, dtype, op, scale,
                                                 reduce_blocks, device, stream))
         return -1;
-    for (int s_ = 1; s_ < p; s_++)
-        if (copy(result_of((rank + s_) % p, lo), dst + lo * size, mine * size, s)) return -1;
+    for (int s_ = 1; s_ < p; s_++) {
+        const int q = (rank + s_) % p;
+        char *to = peer_out ? static_cast<char *>(peer_out[q]) + lo * size : result_of(q, lo);
+        if (copy(to, dst + lo * size, mine * size, s)) return -1;
+    }
     if (p > 1 && ce_barrier(a, epoch + 1, wait_kind, s)) return -1;
+    if (peer_out) return 0;                        /* the peers wrote their chunks into out */
 
     for (int s_ = 1; s_ < p; s_++) {                                            /* C */
         const int q = (rank + s_) % p;

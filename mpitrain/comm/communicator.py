@@ -452,6 +452,19 @@ class Communicator:
         return (self.num_nodes > 1 and self.local_size > 1 and self._trace is None
                 and self.levels().reason is None)
 
+    def register_in_place(self, tensor):
+        """Collective (every rank, the same order): `tensor`, a CUDA tensor this communicator
+        will all_reduce in place many times, each time on every rank (data parallel's buckets),
+        kept alive by every rank meanwhile. Where the copy-engine lane serves it, every rank's
+        buffer is mapped into every peer and the reduced chunks are written straight into it
+        (comm/peer.py). Returns whether that took effect (the same on every rank)."""
+        if self.size == 1:
+            return False
+        self.device_transport(tensor.get_device())
+        if self._peer_lane is None:
+            return False
+        return self._peer_lane.workspace.register(tensor)
+
     def peer_kernels_reason(self, device):
         """None when the GPU peer kernels (comm/peer.py) serve buffers on `device`, else why
         not. Sets up the GPU transport on first use: every rank must call it together."""

@@ -33,10 +33,16 @@ MPITRAIN_PEER_CE_WAIT=kernel makes the copy-engine path wait in a one-block kern
 kernels' timeout trap) instead of stream memory operations (whose waits the host watchdog
 times). MPITRAIN_CE_REDUCE_BLOCKS caps the copy-engine path's reduce kernel grid (default 0: one
 thread per 16 bytes, up to 8192 blocks).
+
+Registered outputs (PeerWorkspace.register, data parallel's buckets): a buffer that is
+all-reduced in place again and again is mapped into every peer once, and the copy-engine path
+then writes each reduced chunk straight into the peers' buffers (no local copy out of the
+workspace; csrc/cuda_peer_ce.cu). MPITRAIN_PEER_REGISTER=0 turns it off.
 """
 import ctypes
 import os
 import time
+import weakref
 
 from ..kernels.compiled import DTYPE_CODES, OP_CODES, check
 
@@ -52,6 +58,13 @@ _U8 = DTYPE_CODES["uint8"]
 
 def enabled_from_env():
     return os.environ.get("MPITRAIN_PEER_KERNELS", "1") not in ("0", "", "false", "no")
+
+
+def shared_gpus_from_env():
+    """MPITRAIN_PEER_KERNELS=shared: the peer kernels and the copy-engine path also for ranks
+    that share a GPU (their processes take turns on it, so every barrier waits a time slice:
+    slow, for testing those paths on a machine of one GPU)."""
+    return os.environ.get("MPITRAIN_PEER_KERNELS", "1") == "shared"
 
 
 def region_bytes_from_env():
@@ -83,6 +96,13 @@ def ce_reduce_blocks_from_env():
     return blocks
 
 
+def register_from_env():
+    value = os.environ.get("MPITRAIN_PEER_REGISTER", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"MPITRAIN_PEER_REGISTER={value!r}: choose 1 (on) or 0 (off)")
+    return value == "1"
+
+
 def two_shot_bounds(count, size, itemsize):
     """Where each rank's chunk starts, for the two-shot all-reduce: p nearly equal chunks whose
     starts fall on cache lines (a line never straddles two ranks' chunks)."""
@@ -90,6 +110,14 @@ def two_shot_bounds(count, size, itemsize):
     part = -(-count // size)
     part = -(-part // align) * align
     return [min(q * part, count) for q in range(size + 1)]
+
+
+class Registered:
+    """A registered buffer: its size, every rank's copy as mapped here (None for this rank),
+    and a weak reference to the tensor (the entry dies with it)."""
+
+    def __init__(self, nbytes, peers, alive):
+        self.nbytes, self.peers, self.alive = nbytes, peers, alive
 
 
 class PeerWorkspace:
@@ -126,6 +154,9 @@ class PeerWorkspace:
         self._order_event = event
         self._ce_event, _ = transport._own_event({}, "copy engine")
         self._ce_queued = None          # (when, epoch) of the last copy-engine call with memop waits
+        self.register_outputs = register_from_env()
+        self._registered = {}           # own pointer -> Registered
+        self.registered_calls = 0       # calls that wrote straight into registered buffers
         transport.watchdog.gpu_checks.append(self._overdue)
 
     def _ensure(self, nbytes):
@@ -177,11 +208,41 @@ class PeerWorkspace:
             check(self.lib, self.lib.mt_stream_wait_event(stream, self.device, self._order_event))
         self._last_stream = stream
 
-    def _run(self, mode, src, dst, bound, n, nbytes, dtype_code, op_code, stream, scale=1.0):
+    # ----------------------------------------------------------------- registered outputs
+    def register(self, tensor):
+        """Collective, every rank in the same order: `tensor` (contiguous, on this GPU) will be
+        all-reduced in place by the copy engines many times, on every rank at the same call,
+        and every rank keeps it alive meanwhile. Maps every rank's buffer into every peer, so
+        those calls skip the copy out of the workspace. Returns whether it took effect (every
+        rank the same: off with MPITRAIN_PEER_REGISTER=0, or where any rank cannot)."""
+        ptr, nbytes = tensor.data_ptr(), tensor.numel() * tensor.element_size()
+        usable = bool(self.register_outputs and self.copy_engine and nbytes > 0
+                      and tensor.is_contiguous())
+        handle, offset = self.transport._export(ptr) if usable else (None, 0)
+        everyone = self.comm.allgather((usable, nbytes, handle, offset))
+        if not all(u for u, _, _, _ in everyone) or len({n for _, n, _, _ in everyone}) != 1:
+            return False
+        peers = [None if q == self.rank else self.transport._open(q, h) + o
+                 for q, (_, _, h, o) in enumerate(everyone)]
+        self._registered[ptr] = Registered(nbytes, peers, weakref.ref(tensor))
+        return True
+
+    def _peer_outputs(self, ptr, nbytes):
+        """The peers' registered buffers for an in-place call on `ptr`, or None."""
+        entry = self._registered.get(ptr)
+        if entry is None:
+            return None
+        if entry.alive() is None or entry.alive().data_ptr() != ptr:
+            del self._registered[ptr]               # freed: its address may serve another
+            return None
+        return entry.peers if nbytes <= entry.nbytes else None
+
+    def _run(self, mode, src, dst, bound, n, nbytes, dtype_code, op_code, stream, scale=1.0,
+             peer_out=None):
         for q, b in enumerate(bound):
             self._bound[q] = b
         if mode == COPY_ENGINE:
-            self._run_copy_engine(src, dst, n, dtype_code, op_code, scale, stream)
+            self._run_copy_engine(src, dst, n, dtype_code, op_code, scale, stream, peer_out)
         else:
             blocks = min(self.max_blocks, max(1, -(-nbytes // (THREADS * 16))))
             check(self.lib, self.lib.mt_peer_run(
@@ -191,10 +252,10 @@ class PeerWorkspace:
         self._epoch += 2 if mode in (TWO_SHOT, TWO_SHOT_PUSH, COPY_ENGINE) else 1
         self._region ^= 1
 
-    def _run_copy_engine(self, src, dst, n, dtype_code, op_code, scale, stream):
+    def _run_copy_engine(self, src, dst, n, dtype_code, op_code, scale, stream, peer_out=None):
         lib = self.lib
         check(lib, lib.mt_peer_ce_all_reduce(
-            self._bases, self.rank, self.size, src, dst, self._bound, n, self._region,
+            self._bases, peer_out, self.rank, self.size, src, dst, self._bound, n, self._region,
             self.region_bytes, self._epoch & 0xFFFFFFFF, dtype_code, op_code, float(scale),
             self.ce_reduce_blocks, CE_WAITS[self.ce_wait], self.timeout_s, self.device, stream))
         if self.ce_wait == "memop" and self.size > 1:     # the watchdog times it (_overdue)
@@ -229,12 +290,19 @@ class PeerWorkspace:
         self._follow(stream)
         elements = self.region_bytes // itemsize
         piece = (elements // 2 if push else elements) // unit * unit
+        peers = (self._peer_outputs(dst, count * itemsize)
+                 if mode == COPY_ENGINE and src == dst and self._registered else None)
+        self.registered_calls += peers is not None
         for start in range(0, count, piece):
             n = min(piece, count - start)
             bound = (two_shot_bounds(n, self.size, itemsize) if mode != ONE_SHOT
                      else [0] * self.size + [n])
+            peer_out = None
+            if peers is not None:
+                peer_out = (ctypes.c_void_p * MAX_RANKS)(
+                    *[0 if q is None else q + start * itemsize for q in peers])
             self._run(mode, src + start * itemsize, dst + start * itemsize, bound, n,
-                      n * itemsize, dtype_code, op_code, stream, scale)
+                      n * itemsize, dtype_code, op_code, stream, scale, peer_out)
 
     def fits(self, nbytes):
         return nbytes <= self.max_region_bytes

@@ -60,7 +60,7 @@ _CUDA_SIGNATURES = {
     "mt_peer_workspace_free": [_ptr, _int],
     "mt_peer_run": [_int, _ptr, _int, _int, _ptr, _ptr, _ptr, _i64, _int, _i64, ctypes.c_uint32,
                     _int, _int, _int, _int, _dbl, _int, _ptr],
-    "mt_peer_ce_all_reduce": [_ptr, _int, _int, _ptr, _ptr, _ptr, _i64, _int, _i64,
+    "mt_peer_ce_all_reduce": [_ptr, _ptr, _int, _int, _ptr, _ptr, _ptr, _i64, _int, _i64,
                               ctypes.c_uint32, _int, _int, _dbl, _int, _int, _dbl, _int, _ptr],
 }
 

@@ -248,6 +248,69 @@ def test_copy_engine_call_a_peer_has_not_reached_is_seen_by_the_watchdog_check(p
     assert bool((x == comm.size ** 2).all())
 
 
+@pytest.mark.parametrize("wait", ["memop", "kernel"])
+def test_registered_outputs_take_the_peers_results_directly(peer_world, wait, monkeypatch):
+    """Buffers registered for in-place all-reduces (data parallel's buckets): the peers write
+    the reduced chunks straight into them. Many calls in a row on three registered buffers
+    (one of them larger than a region, so in pieces at offsets), ranks held up in turn, new
+    contents every time, prefixes of a buffer too; every result against the oracle."""
+    monkeypatch.setenv("MPITRAIN_PEER_CE_WAIT", wait)
+    monkeypatch.setenv("MPITRAIN_PEER_REGION_MB", "0.0625")   # 64 KB regions: 32 KB pieces
+    comm = peer_world.dup()
+    comm.peer_copy_engine = True
+    p, r = comm.size, comm.rank
+    if p < 2:
+        pytest.skip("needs a peer")
+    buffers = [torch.zeros(n, device="cuda") for n in (40_000, 5, 4096)]   # 160 KB: 5 pieces
+    assert [comm.register_in_place(b) for b in buffers] == [True] * 3
+    ws = comm._peer_lane.workspace
+    assert len(ws._registered) == 3 and ws.max_region_bytes == 1 << 16
+    calls = []
+    for i in range(24):
+        b = buffers[i % 3]
+        count = b.numel() if i % 4 else max(1, b.numel() // 3)    # now and then a prefix
+        if i % 5 == r % 5:
+            torch.cuda._sleep(2_000_000)
+        x = make_input("float32", count, seed=r * 7919 + i)
+        b[:count].copy_(torch.from_numpy(x))
+        comm.all_reduce(b[:count])
+        calls.append((x, b[:count].clone()))
+    assert ws.registered_calls == 24
+    failures = []
+    for i, (x, got) in enumerate(calls):
+        expected = reduce_reference(comm.mpi_comm.allgather(x), "sum", "float32", p)
+        if not matches(got.cpu().numpy(), expected, "float32", "sum"):
+            failures.append(i)
+    verdict(comm, failures)
+
+
+def test_a_freed_registered_buffer_is_forgotten(peer_world, monkeypatch):
+    """A registration dies with its tensor: a new tensor at the same address is all-reduced the
+    unregistered way (its peers' copies are not mapped); MPITRAIN_PEER_REGISTER=0 registers
+    nothing."""
+    comm = peer_world.dup()
+    comm.peer_copy_engine = True
+    if comm.size < 2:
+        pytest.skip("needs a peer")
+    b = torch.zeros(1 << 16, device="cuda")
+    assert comm.register_in_place(b)
+    ws = comm._peer_lane.workspace
+    ptr = b.data_ptr()
+    del b
+    torch.cuda.synchronize()
+    c = torch.full((1 << 16,), float(comm.rank + 1), device="cuda")
+    assert ws._peer_outputs(c.data_ptr(), 4 << 16) is None
+    assert ptr not in ws._registered or c.data_ptr() != ptr
+    before = ws.registered_calls
+    comm.all_reduce(c)
+    assert bool((c == comm.size * (comm.size + 1) / 2).all())
+    assert ws.registered_calls == before
+    monkeypatch.setenv("MPITRAIN_PEER_REGISTER", "0")
+    other = peer_world.dup()
+    other.peer_copy_engine = True
+    assert other.register_in_place(torch.zeros(16, device="cuda")) is False
+
+
 def test_uneven_counts_in_place_and_overlapping(peer_world):
     world = peer_world
     p, r = world.size, world.rank

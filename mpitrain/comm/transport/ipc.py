@@ -227,16 +227,16 @@ class IpcTransport(OneCall):
 
     @staticmethod
     def _peer_kernels_reason(comm, device):
-        """None when the peer kernels can run (one GPU per rank, at most 8 ranks, not turned
-        off), else why not; the same answer on every rank."""
+        """None when the peer kernels can run (one GPU per rank unless MPITRAIN_PEER_KERNELS=
+        shared, at most 8 ranks, not turned off), else why not; the same answer on every rank."""
         import torch
-        from ..peer import MAX_RANKS, enabled_from_env
+        from ..peer import MAX_RANKS, enabled_from_env, shared_gpus_from_env
         gpus = comm.allgather(str(torch.cuda.get_device_properties(device).uuid))
         if not enabled_from_env():
             return "MPITRAIN_PEER_KERNELS=0"
         if len(gpus) > MAX_RANKS:
             return f"{len(gpus)} ranks; the peer kernels take at most {MAX_RANKS}"
-        if len(set(gpus)) < len(gpus):
+        if len(set(gpus)) < len(gpus) and not shared_gpus_from_env():
             return (f"{len(gpus)} ranks share {len(set(gpus))} GPU(s); the peer kernels need one "
                     f"GPU per rank")
         return None
