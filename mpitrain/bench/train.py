@@ -81,6 +81,10 @@ def add_arguments(p):
     p.add_argument("--compile-piece-mb", type=float, default=100.0,
                    help="mpitrain and local-split with --compile: parameter megabytes per "
                         "compiled piece (0: each block compiled on its own)")
+    p.add_argument("--tail-mb", default="24,6",
+                   help="mpitrain's buckets and, with --compile, mpitrain's and local-split's "
+                        "pieces also end where the parameter MB still to come in backward drop "
+                        "to each of these (the trainer's --tail-mb; none: no cuts)")
 
 
 class Trainee:
@@ -142,7 +146,8 @@ def build(impl, cfg, world, device, args):
     engine = apply_data_parallel(model, world, bucket_mb=args.bucket_mb, grad_dtype=args.grad_dtype,
                                  overlap=impl != "mpitrain-sync", naive=impl == "naive",
                                  copy_engine=False if impl == "mpitrain-sm" else None,
-                                 grad_views=impl != "mpitrain-packed")
+                                 grad_views=impl != "mpitrain-packed",
+                                 tail_mb=args.tail_cuts_mb)
     return Trainee(_split_compiled(model, args) if args.compile else model, model, engine=engine)
 
 
@@ -150,7 +155,7 @@ def _split_compiled(model, args):
     from ..models.split_compile import compile_in_pieces
     if args.compile_piece_mb <= 0:
         return model.compile_blocks()
-    return compile_in_pieces(model, args.compile_piece_mb)
+    return compile_in_pieces(model, args.compile_piece_mb, args.tail_cuts_mb)
 
 
 def _adamw(params, device):
@@ -226,6 +231,11 @@ def run(args):
             raise SystemExit(f"--impl {impl}: choose from {', '.join(IMPLS)}")
     if args.batch_size % world.size:
         raise SystemExit(f"--batch-size {args.batch_size} does not divide over {world.size} ranks")
+    from ..parallel.buckets import parse_tail_mb
+    try:
+        args.tail_cuts_mb = parse_tail_mb(args.tail_mb)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     want_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if want_cuda:
         torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
@@ -272,8 +282,12 @@ def run(args):
             "batch_size": args.batch_size, "precision": args.precision, "grad_dtype": args.grad_dtype,
             "param_dtype": args.param_dtype,
             "bucket_mb": args.bucket_mb, "steps": args.steps, "rounds": args.rounds,
-            "compile": args.compile,
+            "compile": args.compile, "tail_mb": list(args.tail_cuts_mb),
             "rows": rows, "rank": world.rank}
+
+
+def _cuts(tail_mb):
+    return ",".join(f"{mb:g}" for mb in tail_mb) + " MB" if tail_mb else "none"
 
 
 def show(report, args):
@@ -282,7 +296,7 @@ def show(report, args):
     print(f"# bench train: {report['model']} ({report['params'] / 1e6:.2f} M params), "
           f"{report['ranks']} ranks on {report['device']}, global batch {report['batch_size']}, "
           f"{report['precision']}, grads on the wire {report['grad_dtype']}, buckets "
-          f"{report['bucket_mb']:g} MB, sharded parameters in {report.get('param_dtype', 'fp32')}"
+          f"{report['bucket_mb']:g} MB (tail cuts {_cuts(report.get('tail_mb'))}), sharded parameters in {report.get('param_dtype', 'fp32')}"
           f"{', compiled' if report.get('compile') else ''}; median of "
           f"{report['rounds']} rounds x {report['steps']} steps")
     base = next((r["baseline"] for r in report["rows"] if r.get("baseline")), None) or "ddp"

@@ -14,6 +14,26 @@ from dataclasses import dataclass, field
 
 WIRE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 WIRE_ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+DEFAULT_TAIL_MB = (24.0, 6.0)    # the trainer's --tail-mb
+
+
+def parse_tail_mb(text):
+    """--tail-mb "24,6" -> (24.0, 6.0); "" or "none" -> () (no cuts). Raises ValueError naming
+    the bad value."""
+    text = text.strip()
+    if text.lower() in ("", "none", "0"):
+        return ()
+    try:
+        cuts = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--tail-mb {text!r}: give MB values separated by commas, e.g. 24,6") from None
+    if any(not c > 0 for c in cuts):
+        raise ValueError(f"--tail-mb {text!r}: every cut must be > 0 MB")
+    return cuts
+
+
+def tail_cuts_bytes(tail_mb):
+    return tuple(int(mb * 2**20) for mb in tail_mb)
 
 
 @dataclass
@@ -29,18 +49,24 @@ class BucketSpec:
         return self.elements * WIRE_ITEMSIZE[wire_dtype]
 
 
-def plan_buckets(params, first_cap_bytes, cap_bytes, wire_dtype):
+def plan_buckets(params, first_cap_bytes, cap_bytes, wire_dtype, tail_cuts_bytes=()):
     """Buckets over `params` (the model's parameters that take gradients, registration order),
-    filled from the last parameter backwards. Returns a list of BucketSpec."""
+    filled from the last parameter backwards. tail_cuts_bytes: a bucket also ends where the
+    bytes of the parameters before it (in registration order) first drop to a cut or under.
+    Returns a list of BucketSpec."""
     if cap_bytes <= 0 or first_cap_bytes <= 0:
         raise ValueError(f"bucket caps must be > 0 bytes, got first {first_cap_bytes}, cap {cap_bytes}")
     itemsize = WIRE_ITEMSIZE[wire_dtype]
+    before = parameter_bytes_before(params)
+    cuts = sorted(tail_cuts_bytes, reverse=True)
     buckets = []
     current = None
+    cut_here = False
     for position in reversed(range(len(params))):
         p = params[position]
         limit = first_cap_bytes if len(buckets) <= 1 else cap_bytes    # filling bucket 0?
-        starts_new = (current is None or p.dtype != current.dtype or p.device != current.device
+        starts_new = (current is None or cut_here or p.dtype != current.dtype
+                      or p.device != current.device
                       or (current.elements and (current.elements + p.numel()) * itemsize > limit))
         if starts_new:
             current = BucketSpec(index=len(buckets), dtype=p.dtype, device=p.device)
@@ -48,7 +74,20 @@ def plan_buckets(params, first_cap_bytes, cap_bytes, wire_dtype):
         current.params.append(p)
         current.positions.append(position)
         current.elements += p.numel()
+        cut_here = False
+        while cuts and before[position] <= cuts[0]:
+            cuts.pop(0)
+            cut_here = True
     return buckets
+
+
+def parameter_bytes_before(params):
+    """before[i]: the bytes of params[:i] (what backward still has to produce after params[i])."""
+    before, total = [], 0
+    for p in params:
+        before.append(total)
+        total += p.numel() * p.element_size()
+    return before
 
 
 def describe_plan(buckets, names, wire_dtype):

@@ -26,12 +26,13 @@ The path of one gradient (ARCHITECTURE.md):
      communication stream (on the host it unpacks the packed buckets there).
 """
 import contextlib
+import os
 import time
 
 import torch
 
 from .. import kernels
-from .buckets import WIRE_DTYPES, describe_plan, plan_buckets
+from .buckets import WIRE_DTYPES, describe_plan, plan_buckets, tail_cuts_bytes
 from .comm_thread import CommThread
 from .naive_data_parallel import NaiveDataParallel
 from .replicate import broadcast_parameters
@@ -48,7 +49,7 @@ class UnusedParameterError(RuntimeError):
 class Bucket:
     """One bucket's state: its plan, its flat buffers and, per backward, how many are ready."""
 
-    def __init__(self, spec, wire_dtype, grad_views=True):
+    def __init__(self, spec, wire_dtype, grad_views=True, host_wait=False):
         self.spec = spec
         self.index = spec.index
         self.params = spec.params
@@ -56,10 +57,13 @@ class Bucket:
         device = spec.device
         self.wire = torch.zeros(self.layout.total, dtype=TORCH_DTYPES[wire_dtype], device=device)
         self.on_gpu = device.type == "cuda"
-        self.ready = torch.cuda.Event() if self.on_gpu else None     # bucket complete on the GPU
+        # bucket complete on the GPU; host_wait: the communication thread sleeps on it (a
+        # blocking-sync event) instead of queueing a stream wait
+        self.ready = torch.cuda.Event(blocking=host_wait) if self.on_gpu else None
         self._plan, self._plan_key = None, None
         self.pending = len(self.params)
         self.launched = False
+        self.registered = None          # GPU: whether the peers write results straight into it
         # the wire in the gradients' own dtype: each p.grad can be a view of the bucket (not
         # fp16, whose sum over ranks could overflow before the division: it packs pre-scaled)
         self.views = None
@@ -108,7 +112,7 @@ class DataParallel:
 
     def __init__(self, model, world, bucket_mb=25.0, first_bucket_mb=1.0, grad_dtype="fp32",
                  find_unused_parameters=False, overlap=True, verbose=False, copy_engine=None,
-                 grad_views=True):
+                 grad_views=True, tail_mb=()):
         if grad_dtype not in WIRE_DTYPES:
             raise ValueError(f"grad_dtype {grad_dtype!r}: choose from {', '.join(WIRE_DTYPES)}")
         for name, value in (("bucket_mb", bucket_mb), ("first_bucket_mb", first_bucket_mb)):
@@ -119,6 +123,9 @@ class DataParallel:
         self.wire_dtype = WIRE_DTYPES[grad_dtype]
         self.cap_bytes = max(1, int(bucket_mb * 2**20))
         self.first_cap_bytes = max(1, int(first_bucket_mb * 2**20))
+        if any(not mb > 0 for mb in tail_mb):
+            raise ValueError(f"tail_mb {tail_mb!r}: every cut must be > 0 MB")
+        self.tail_cuts = tail_cuts_bytes(tail_mb)
         self.find_unused = find_unused_parameters
         self.verbose = verbose
         self.grad_views = grad_views     # False: pack and unpack every bucket, whatever its dtype
@@ -129,6 +136,12 @@ class DataParallel:
         self.comm = overlapping_comm(world, copy_engine)
         self.overlap = overlap and _threads_allowed()
         self.thread = CommThread("mpitrain-dp") if self.overlap else None
+        # how the thread orders a bucket's all-reduce after backward filled it (GPU):
+        # "stream" queues a stream wait on its ready event at once (the communication stream
+        # then sits blocked in the GPU's front end until backward gets there); "host" waits on
+        # the host for the event, then queues the all-reduce behind nothing (only with the thread)
+        self.bucket_wait = bucket_wait_from_env(world.rank)
+        self.host_wait = self.bucket_wait == "host" and self.thread is not None
         self.side_stream = None          # GPU: packs
         self.comm_stream = None          # GPU: the communication thread's collectives
         self._sync = True
@@ -154,8 +167,9 @@ class DataParallel:
             if p.dtype not in PACKABLE:
                 raise TypeError(f"rank {self.world.rank}: parameter {names[id(p)]} is {p.dtype}; "
                                 f"data parallel packs float32, bfloat16 and float16 gradients")
-        specs = plan_buckets(params, self.first_cap_bytes, self.cap_bytes, self.wire_dtype)
-        self.buckets = [Bucket(spec, self.wire_dtype, self.grad_views) for spec in specs]
+        specs = plan_buckets(params, self.first_cap_bytes, self.cap_bytes, self.wire_dtype,
+                             self.tail_cuts)
+        self.buckets = [Bucket(spec, self.wire_dtype, self.grad_views, self.host_wait) for spec in specs]
         self._bucket_of = {id(p): b for b in self.buckets for p in b.params}
         self._names = [names[id(p)] for p in params]
         self._plan_params = params
@@ -229,7 +243,7 @@ class DataParallel:
                 bucket.bind(side)
                 plan = None
         bucket.launched = True
-        job = _all_reduce_job(self.comm, bucket, self.comm_stream, op, plan)
+        job = _all_reduce_job(self.comm, bucket, self.comm_stream, op, plan, self.host_wait)
         if self.thread is not None:
             self.thread.submit(job, f"bucket {bucket.index}")
         else:
@@ -302,7 +316,7 @@ class DataParallel:
             self.thread.close()
 
 
-def _all_reduce_job(comm, bucket, comm_stream, op, plan):
+def _all_reduce_job(comm, bucket, comm_stream, op, plan, host_wait=False):
     """The thread's work for one bucket: all-reduce it with `op`; then, on a GPU, unpack it with
     `plan` (None: the gradients are views of the bucket)."""
     def job():
@@ -310,11 +324,27 @@ def _all_reduce_job(comm, bucket, comm_stream, op, plan):
             comm.all_reduce(bucket.wire, op=op)
             return
         with torch.cuda.device(comm_stream.device), torch.cuda.stream(comm_stream):
-            comm_stream.wait_event(bucket.ready)     # GPU-side wait: the thread does not block
+            if bucket.registered is None:            # first all-reduce: every rank, plan order
+                bucket.registered = comm.register_in_place(bucket.wire)
+            if host_wait:
+                bucket.ready.synchronize()           # the thread sleeps (GIL released)
+            else:
+                comm_stream.wait_event(bucket.ready)     # GPU-side wait: the thread does not block
             comm.all_reduce(bucket.wire, op=op)
             if plan is not None:
                 plan.unpack(stream=comm_stream)      # the bucket's .grad final, during backward
     return job
+
+
+BUCKET_WAITS = ("stream", "host")
+
+
+def bucket_wait_from_env(rank):
+    """MPITRAIN_DP_BUCKET_WAIT: stream (default) or host (see DataParallel.bucket_wait)."""
+    value = os.environ.get("MPITRAIN_DP_BUCKET_WAIT", "stream")
+    if value not in BUCKET_WAITS:
+        raise ValueError(f"rank {rank}: MPITRAIN_DP_BUCKET_WAIT={value!r}: choose stream or host")
+    return value
 
 
 def _threads_allowed():
@@ -337,14 +367,15 @@ class SingleRank:
 
 def apply_data_parallel(model, world, bucket_mb=25.0, first_bucket_mb=1.0, grad_dtype="fp32",
                         find_unused_parameters=False, overlap=True, verbose=False, naive=False,
-                        broadcast=True, copy_engine=None, grad_views=True):
+                        broadcast=True, copy_engine=None, grad_views=True, tail_mb=()):
     """Make `model` data parallel over `world`: broadcast rank 0's weights, then average the
     gradients of every backward. Returns the engine (no_sync(), synchronize(), describe()).
     grad_views: each .grad a view of its bucket when the wire carries the gradients' dtype (as
-    DDP's gradient_as_bucket_view; False packs and unpacks every bucket)."""
+    DDP's gradient_as_bucket_view; False packs and unpacks every bucket). tail_mb: MB cuts at the
+    end of backward (parallel/buckets.py; the trainer's --tail-mb, 24,6 by default)."""
     if broadcast:
         broadcast_parameters(model, world)
     if naive:
         return NaiveDataParallel(model, world)
     return DataParallel(model, world, bucket_mb, first_bucket_mb, grad_dtype,
-                        find_unused_parameters, overlap, verbose, copy_engine, grad_views)
+                        find_unused_parameters, overlap, verbose, copy_engine, grad_views, tail_mb)

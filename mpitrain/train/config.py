@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass, fields
 
 from ..data import SOURCES
+from ..parallel.buckets import parse_tail_mb
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 PARALLEL = ("dp", "dp-naive", "zero1", "zero2", "zero3")
@@ -43,6 +44,7 @@ class TrainConfig:
     parallel: str = "dp"             # dp (bucketed, overlapped) | dp-naive (per-parameter, after backward) | zero1 | zero2 | zero3
     bucket_mb: float = 25.0          # dp: gradient bucket cap in MB (one bucket per parameter when tiny)
     first_bucket_mb: float = 1.0     # dp: cap of the first bucket (the last layers), sent earliest
+    tail_mb: str = "24,6"            # dp: end a bucket (and with --compile a compiled piece) where the parameter MB still to come in backward drop to each of these, so little is left to all-reduce after backward ("none": no cuts)
     grad_dtype: str = "fp32"         # dp: gradients on the wire; zero1-3: the reduce-scatter's dtype: fp32 | bf16 | fp16 (averaged, cast back)
     grad_views: bool = True          # dp: each .grad a view of its fp32 bucket, so no pack and no unpack (as DDP's gradient_as_bucket_view)
     find_unused_parameters: bool = False   # dp: parameters without a gradient count as zero (else an error)
@@ -88,6 +90,10 @@ class TrainConfig:
         for name in ("bucket_mb", "first_bucket_mb"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        try:
+            parse_tail_mb(self.tail_mb)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.resume and not self.checkpoint_dir:
             raise ConfigError("--resume needs --checkpoint-dir (where to look for checkpoints)")
         if self.device not in ("auto", "cpu", "cuda"):

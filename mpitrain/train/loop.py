@@ -23,6 +23,7 @@ from ..models import VARIANTS, VisionTransformer, ViTConfig
 from ..models.split_compile import compile_in_pieces
 from ..parallel import (SingleRank, Zero, Zero3, apply_data_parallel, apply_zero, apply_zero3,
                         memory)
+from ..parallel.buckets import parse_tail_mb
 from .config import ConfigError
 from .metrics import JsonLines, Progress, measure_matmul_tflops
 
@@ -86,7 +87,8 @@ def make_parallel(cfg, model, world, device):
     dp = SingleRank() if world.size == 1 else apply_data_parallel(
         model, world, cfg.bucket_mb, cfg.first_bucket_mb, cfg.grad_dtype,
         cfg.find_unused_parameters, overlap=not cfg.no_overlap, verbose=cfg.verbose,
-        naive=cfg.parallel == "dp-naive", grad_views=cfg.grad_views)
+        naive=cfg.parallel == "dp-naive", grad_views=cfg.grad_views,
+        tail_mb=parse_tail_mb(cfg.tail_mb))
     return dp, make_optimizer(cfg, groups, device)
 
 
@@ -188,7 +190,7 @@ def train(cfg, world):
         elif cfg.parallel == "zero3" or cfg.compile_piece_mb <= 0:
             step_model = model.compile_blocks()          # ZeRO-3's gather hooks stay eager
         else:
-            step_model = compile_in_pieces(model, cfg.compile_piece_mb)
+            step_model = compile_in_pieces(model, cfg.compile_piece_mb, parse_tail_mb(cfg.tail_mb))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     per_rank_batch = cfg.micro_batch_size * cfg.grad_accum

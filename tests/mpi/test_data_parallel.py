@@ -30,6 +30,7 @@ EXTREMES = {
     "one param per bucket": dict(bucket_mb=1e-9, first_bucket_mb=1e-9),
     "one bucket for all": dict(bucket_mb=1e6, first_bucket_mb=1e6),
     "default caps": dict(),
+    "tail cuts": dict(bucket_mb=0.004, first_bucket_mb=0.001, tail_mb=(0.003, 0.0005)),
 }
 
 
@@ -150,11 +151,40 @@ def on_gpu(world, monkeypatch):
 
 
 @needs_gpu
-@pytest.mark.parametrize("caps", ["one param per bucket", "default caps"])
-def test_bucketed_engine_on_gpu_follows_one_process(world, on_gpu, caps):
-    """CUDA gradients: packed on a side stream, staged through pinned host memory."""
+@pytest.mark.parametrize("wait", ["stream", "host"])
+@pytest.mark.parametrize("caps", ["one param per bucket", "default caps", "tail cuts"])
+def test_bucketed_engine_on_gpu_follows_one_process(world, on_gpu, caps, wait, monkeypatch):
+    """CUDA gradients: views of their buckets (or packed on a side stream), all-reduced by the
+    GPU transport; the communication thread queues a stream wait per bucket or waits for the
+    bucket on the host (MPITRAIN_DP_BUCKET_WAIT)."""
+    monkeypatch.setenv("MPITRAIN_DP_BUCKET_WAIT", wait)
     compare(world, *data_parallel_run(world, EXTREMES[caps], accum=2),
             single_process_run(world.size))
+
+
+@needs_gpu
+def test_gpu_buckets_are_registered_where_the_copy_engine_lane_serves(world, on_gpu):
+    """Every GPU bucket is registered at its first all-reduce (the peers then write the reduced
+    chunks straight into it) exactly where the copy-engine lane serves the engine's
+    communicator, and its averaged gradients still match one process."""
+    model = make_model()
+    dp = apply_data_parallel(model, world, bucket_mb=0.004, first_bucket_mb=0.001)
+    x, y = batch(0, world.size * PER_RANK)
+    mine = slice(world.rank * PER_RANK, (world.rank + 1) * PER_RANK)
+    F.cross_entropy(model(x[mine]), y[mine]).backward()
+    lane = dp.comm._peer_lane
+    expected = lane is not None and lane.workspace.copy_engine and world.size > 1
+    registered = [b.registered for b in dp.buckets]
+    calls = lane.workspace.registered_calls if lane is not None else 0
+    grads = [p.grad.clone() for p in model.parameters()]
+    dp.close()
+    reference = make_model()
+    F.cross_entropy(reference(x), y).backward()
+    worst = max(float((g - p.grad).abs().max()) for g, p in zip(grads, reference.parameters()))
+    ok = registered == [expected] * len(dp.buckets) and calls == (len(dp.buckets) if expected else 0)
+    ok, why = all_agree(world, ok and worst < 1e-5,
+                        f"registered {registered}, lane calls {calls}, gradients off by {worst:.3g}")
+    assert ok, why
 
 
 @needs_gpu

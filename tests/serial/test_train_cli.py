@@ -26,7 +26,8 @@ def losses(tmp_path, ranks, extra=()):
     (3, ("--parallel", "zero2", "--grad-accum", "2", "--bucket-mb", "0.01")),
     (3, ("--parallel", "zero3")),
     (2, ("--parallel", "zero3", "--grad-accum", "2", "--zero3-window", "0", "--zero3-keep-between")),
-    (2, ("--compile", "--compile-piece-mb", "0.05")), (2, ("--parallel", "zero3", "--compile"))])
+    (2, ("--compile", "--compile-piece-mb", "0.05", "--tail-mb", "0.02,0.005")),
+    (2, ("--parallel", "zero3", "--compile"))])
 def test_n_ranks_follow_the_single_process_loss_sequence(tmp_path, ranks, extra):
     single, _ = losses(tmp_path, 1)
     multi, proc = losses(tmp_path, ranks, extra)
@@ -48,6 +49,7 @@ def test_n_ranks_follow_the_single_process_loss_sequence(tmp_path, ranks, extra)
     (["vit_digits", "--parallel", "zero3", "--zero3-window", "-1"], r"--zero3-window must be >= 0, got -1"),
     (["vit_digits", "--grad-dtype", "int8"], r"--grad-dtype int8: choose from fp32, bf16, fp16"),
     (["vit_digits", "--bucket-mb", "0"], r"--bucket-mb must be > 0, got 0"),
+    (["vit_digits", "--tail-mb", "6,x"], r"--tail-mb '6,x': give MB values separated by commas"),
     (["vit_digits", "--parallel", "zero1", "--precision", "fp16"], r"--parallel zero1 with --precision fp16"),
     (["vit_digits", "--resume"], r"--resume needs --checkpoint-dir"),
     (["vit_digits", "--lr", "1e30", "--steps", "20", "--warmup", "0", "--optimizer", "sgd"],
@@ -74,7 +76,7 @@ def test_help_lists_every_flag():
     for flag in ("--data", "--data-dir", "--epochs", "--steps", "--batch-size", "--micro-batch-size",
                  "--grad-accum", "--lr", "--warmup", "--optimizer", "--weight-decay", "--precision",
                  "--compile", "--seed", "--eval-every", "--log-jsonl", "--checkpoint-dir", "--resume",
-                 "--parallel", "--bucket-mb", "--first-bucket-mb", "--grad-dtype",
+                 "--parallel", "--bucket-mb", "--first-bucket-mb", "--tail-mb", "--grad-dtype",
                  "--find-unused-parameters", "--no-grad-views", "--no-overlap", "--verbose", "--checkpoint-keep",
                  "--checkpoint-every", "--stop-at-step", "--memory-report", "--zero3-window",
                  "--zero3-keep-between", "--param-dtype", "--compile-piece-mb"):
