@@ -112,6 +112,28 @@ for step in $steps; do
                --with-mpi --color=no -x tests/mpi/test_peer_kernels.py tests/mpi/test_collectives_cuda.py 2>&1 \
                | grep -a -E "^E |passed|failed|skipped|rror" | sort | uniq | head -12 | tee -a "$OUT/peer-tests.txt"
            done ;;
+    shared-tests) # one GPU, ranks sharing it (MPITRAIN_PEER_KERNELS=shared): the copy-engine path,
+           # registered outputs, data parallel on them (both bucket waits), the memory
+           # accountant, and the compiled trainer's pieces with tail cuts against one process
+           export MPITRAIN_PEER_KERNELS=shared MPITRAIN_TIMEOUT=60
+           for n in ${RANKS:-2}; do
+             echo "ranks sharing one GPU: $n" | tee -a "$OUT/shared-tests.txt"
+             for t in "tests/mpi/test_peer_kernels.py -k copy_engine|registered|freed" \
+                      tests/mpi/test_data_parallel.py tests/mpi/test_memory.py; do
+               file=${t%% *}; k=""; [ "$t" != "$file" ] && k=$(echo "${t#* -k }" | sed 's/|/ or /g')
+               echo "$file ${k:+-k $k}" | tee -a "$OUT/shared-tests.txt"
+               timeout ${LIMIT:-300} $MPIRUN -x MPITRAIN_PEER_KERNELS -x MPITRAIN_TIMEOUT -n $n $PYFULL -m pytest -q \
+                 -p no:cacheprovider --with-mpi --color=no $file ${k:+-k "$k"} 2>&1 \
+                 | grep -a -E "^E |passed|failed|skipped|rror" | sort | uniq | head -20 | tee -a "$OUT/shared-tests.txt"
+             done
+           done
+           [ -n "${NO_TRAIN:-}" ] || for wait in stream host; do
+             echo "trainer, --compile in pieces with tail cuts, MPITRAIN_DP_BUCKET_WAIT=$wait" | tee -a "$OUT/shared-tests.txt"
+             MPITRAIN_DP_BUCKET_WAIT=$wait MPITRAIN_MPIEXEC="${MPIEXEC:-mpiexec} --allow-run-as-root --oversubscribe" \
+               timeout 300 $PY -m pytest -q -p no:cacheprovider --color=no tests/serial/test_train_cli.py \
+               -k "extra10 or extra0" 2>&1 | tail -3 | tee -a "$OUT/shared-tests.txt"
+           done
+           unset MPITRAIN_PEER_KERNELS ;;
     ce-tests) MPITRAIN_TIMEOUT=60 timeout ${LIMIT:-300} $MPIRUN -n ${RANKS:-2} $PYFULL -m pytest -q -p no:cacheprovider \
              --with-mpi --color=no ${TESTS:-tests/mpi/test_peer_kernels.py} 2>&1 \
              | grep -a -E "^E |passed|failed|skipped|rror" | sort | uniq | head -20 | tee -a "$OUT/ce-tests.txt" ;;
