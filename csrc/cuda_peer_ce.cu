@@ -17,7 +17,7 @@
  *
  * Registered outputs (peer_out, data parallel's buckets): every rank's `out` is mapped into
  * every peer once, so step B copies the reduced chunk straight into each peer's out and step C
- * disappears (half the call's local HBM copy traffic). Each peer's out is written only after the
+ * disappears (its local read and write of the peers' chunks). Each peer's out is written only after the
  * first barrier, when that peer's stream has finished reading its input (also when in == out),
  * and the second barrier is passed only once every peer's copy into this rank's out has landed.
  * Every rank must make the call the same way (all with peer_out, or none).

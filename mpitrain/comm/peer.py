@@ -116,8 +116,8 @@ class Registered:
     """A registered buffer: its size, every rank's copy as mapped here (None for this rank),
     and a weak reference to the tensor (the entry dies with it)."""
 
-    def __init__(self, nbytes, peers, alive):
-        self.nbytes, self.peers, self.alive = nbytes, peers, alive
+    def __init__(self, nbytes, peers, tensor_ref):
+        self.nbytes, self.peers, self.tensor_ref = nbytes, peers, tensor_ref
 
 
 class PeerWorkspace:
@@ -232,7 +232,8 @@ class PeerWorkspace:
         entry = self._registered.get(ptr)
         if entry is None:
             return None
-        if entry.alive() is None or entry.alive().data_ptr() != ptr:
+        tensor = entry.tensor_ref()
+        if tensor is None or tensor.data_ptr() != ptr:
             del self._registered[ptr]               # freed: its address may serve another
             return None
         return entry.peers if nbytes <= entry.nbytes else None

@@ -11,7 +11,7 @@ its own autograd function. A piece's gradients reach post-accumulate-grad hooks 
 backward ends. The splitting is torch's DDPOptimizer used as a plain dynamo backend.
 
 The front piece's gradients all appear at the very end of backward, so its all-reduce is the
-step's tail: with 100 MB pieces ViT-L/16's front piece held blocks 0 and 1 (105 MB; 0.6 ms a
+step's tail: with 100 MB pieces ViT-L/16's front piece held blocks 0 and most of 1 (84 MB; 0.6 ms a
 step on 2x H200, bench/RESULTS.md). Tail cuts (parallel/buckets.py: the same cuts the bucket
 plan makes) also end a piece where the parameter bytes still to come drop to each cut, so the
 last pieces are small.
