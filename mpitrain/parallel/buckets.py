@@ -33,6 +33,9 @@ def parse_tail_mb(text):
 
 
 def tail_cuts_bytes(tail_mb):
+    """MB cuts -> byte cuts; raises ValueError naming them when one is not > 0."""
+    if any(not mb > 0 for mb in tail_mb):
+        raise ValueError(f"tail_mb {tuple(tail_mb)!r}: every cut must be > 0 MB")
     return tuple(int(mb * 2**20) for mb in tail_mb)
 
 

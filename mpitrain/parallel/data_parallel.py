@@ -123,8 +123,6 @@ class DataParallel:
         self.wire_dtype = WIRE_DTYPES[grad_dtype]
         self.cap_bytes = max(1, int(bucket_mb * 2**20))
         self.first_cap_bytes = max(1, int(first_bucket_mb * 2**20))
-        if any(not mb > 0 for mb in tail_mb):
-            raise ValueError(f"tail_mb {tail_mb!r}: every cut must be > 0 MB")
         self.tail_cuts = tail_cuts_bytes(tail_mb)
         self.find_unused = find_unused_parameters
         self.verbose = verbose

@@ -6,7 +6,7 @@ compiled pieces, the eager model's output and gradients."""
 import numpy as np
 import pytest
 
-from mpitrain.parallel.buckets import parse_tail_mb, plan_buckets
+from mpitrain.parallel.buckets import parse_tail_mb, plan_buckets, tail_cuts_bytes
 
 torch = pytest.importorskip("torch")
 
@@ -61,6 +61,12 @@ def test_parse_tail_mb(text, cuts):
 def test_parse_tail_mb_refuses_bad_values_by_name(text, message):
     with pytest.raises(ValueError, match=message):
         parse_tail_mb(text)
+
+
+def test_tail_cuts_bytes_refuses_cuts_that_are_not_positive():
+    assert tail_cuts_bytes((1.0, 0.5)) == (1 << 20, 1 << 19)
+    with pytest.raises(ValueError, match=r"tail_mb \(6.0, 0.0\): every cut must be > 0 MB"):
+        tail_cuts_bytes((6.0, 0.0))
 
 
 def placeholder(name):
