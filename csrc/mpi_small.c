@@ -49,9 +49,11 @@ MT_API int mt_mpi_library_version(char *out, int capacity)
 static int to_real(int n, int rem) { return n < rem ? 2 * n + 1 : n + rem; }
 
 /* buf (count elements of itemsize bytes) becomes the reduction over every rank of `*comm`.
- * scratch: count elements of space this call may overwrite. */
+ * scratch: count elements of space this call may overwrite. waiting_on: before each blocking
+ * call, the rank it waits for is stored there, for the watchdog thread to name in a stall. */
 MT_API int mt_mpi_all_reduce_doubling(const void *comm_address, void *buf, void *scratch,
-                                      int64_t count, int itemsize, int dtype, int op)
+                                      int64_t count, int itemsize, int dtype, int op,
+                                      volatile int *waiting_on)
 {
     MPI_Comm comm = *(const MPI_Comm *)comm_address;
     int64_t nbytes64 = count * (int64_t)itemsize;
@@ -68,9 +70,11 @@ MT_API int mt_mpi_all_reduce_doubling(const void *comm_address, void *buf, void 
 
     if (rank < 2 * rem) {                 /* fold: even ranks hand their data up and sit out */
         if (rank % 2 == 0) {
+            *waiting_on = rank + 1;
             MPI_CHECK(MPI_Send(buf, nbytes, MPI_BYTE, rank + 1, DATA_TAG, comm));
             new_rank = -1;
         } else {
+            *waiting_on = rank - 1;
             MPI_CHECK(MPI_Recv(scratch, nbytes, MPI_BYTE, rank - 1, DATA_TAG, comm,
                                MPI_STATUS_IGNORE));
             if (mt_cpu_reduce(buf, scratch, count, dtype, op))
@@ -84,6 +88,7 @@ MT_API int mt_mpi_all_reduce_doubling(const void *comm_address, void *buf, void 
     if (new_rank >= 0) {
         for (int mask = 1; mask < p2; mask <<= 1) {
             int peer = to_real(new_rank ^ mask, rem);
+            *waiting_on = peer;
             MPI_CHECK(MPI_Sendrecv(buf, nbytes, MPI_BYTE, peer, DATA_TAG, scratch, nbytes,
                                    MPI_BYTE, peer, DATA_TAG, comm, MPI_STATUS_IGNORE));
             if (mt_cpu_reduce(buf, scratch, count, dtype, op))
@@ -92,6 +97,7 @@ MT_API int mt_mpi_all_reduce_doubling(const void *comm_address, void *buf, void 
     }
 
     if (rank < 2 * rem) {                 /* unfold: hand the result back */
+        *waiting_on = new_rank == -1 ? rank + 1 : rank - 1;
         if (new_rank == -1)
             MPI_CHECK(MPI_Recv(buf, nbytes, MPI_BYTE, rank + 1, DATA_TAG, comm, MPI_STATUS_IGNORE));
         else

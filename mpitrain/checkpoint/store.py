@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 MANIFEST = "manifest.json"
+RUN_FILE = "run-id"          # in each step directory, written by rank 0 before the shards
 FORMAT = "mpitrain-checkpoint-1"
 
 
@@ -119,13 +120,28 @@ def assemble(manifest, payloads):
     return full
 
 
-def prune(root, keep):
-    """Delete all but the newest `keep` valid checkpoints, and leftovers without a manifest
-    that are older than the newest valid one."""
-    valid = valid_checkpoints(root)
-    for old in valid[:-keep] if keep > 0 else []:
+def run_of(directory):
+    """The run id a step directory was written by (None: unknown, e.g. written before run ids)."""
+    try:
+        return (Path(directory) / RUN_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def write_run_id(directory, run_id):
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / RUN_FILE, lambda f: f.write(run_id.encode()))
+
+
+def prune(root, keep, run_id):
+    """Delete all but the newest `keep` valid checkpoints of run `run_id`, and that run's
+    leftovers without a manifest older than its newest valid one. Nothing another run wrote
+    (or whose run is unknown) is ever deleted."""
+    ours = [d for d in valid_checkpoints(root) if run_of(d) == run_id]
+    for old in ours[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
-    if valid:
+    if ours:
         for d in Path(root).glob("step-*"):
-            if not (d / MANIFEST).is_file() and d.name < valid[-1].name:
+            if (not (d / MANIFEST).is_file() and d.name < ours[-1].name
+                    and run_of(d) == run_id):
                 shutil.rmtree(d, ignore_errors=True)

@@ -25,7 +25,7 @@ from .transport import HostTransport
 from .watchdog import Watchdog, abort_job, timeout_from_env
 from .. import kernels
 
-SIGNATURE_TAG, VERDICT_TAG = 0x5167, 0x5168
+SIGNATURE_TAG, VERDICT_TAG, OBJECT_TAG = 0x5167, 0x5168, 0x5169
 GPU_TRANSPORTS = ("auto", "ipc", "cuda-mpi", "staged")    # init(gpu_transport=...)
 
 # (numpy dtype, op) -> (dtype code, op code) of the C kernels, for all_reduce's fast lane:
@@ -77,6 +77,7 @@ class Communicator:
         self.peer_copy_engine = False        # all_reduce's fast lane by the copy engines
         self._trace = None                   # the open Trace (world.trace()), or None
         self._calls = 0
+        self._sync_calls = 0                 # barriers and object collectives (not traced)
 
     def __repr__(self):
         return (f"Communicator(rank={self.rank}, size={self.size}, local_rank={self.local_rank}, "
@@ -87,7 +88,8 @@ class Communicator:
         if c_call is None:
             return None
         self._small_scratch = np.empty(auto.ALL_REDUCE_SMALL_BYTES, np.uint8)   # kept alive here
-        return c_call, self.transport.comm_address, self._small_scratch.ctypes.data
+        return (c_call, self.transport.comm_address, self._small_scratch.ctypes.data,
+                self.transport.c_waiting_on_address)
 
     @contextlib.contextmanager
     def trace(self, snapshots=False):
@@ -116,12 +118,75 @@ class Communicator:
     def print0(self, *args, **kwargs):
         """print on rank 0 only, flushed."""
         if self.rank == 0:
-            print(*args, flush=True, **kwargs)
+            kwargs.setdefault("flush", True)
+            print(*args, **kwargs)
 
     def barrier(self):
-        self.watchdog.begin("barrier")
-        self.comm.Barrier()
-        self.watchdog.end()
+        """Every rank waits until all have arrived. A dissemination barrier on point-to-point
+        messages (round k: send to rank + 2^k, receive from rank - 2^k), so a stall names the
+        rank that has not arrived."""
+        self._sync_calls += 1
+        self.watchdog.begin(("barrier", self._sync_calls, "dissemination"))
+        token, incoming = np.zeros(1, np.uint8), np.zeros(1, np.uint8)
+        try:
+            distance = 1
+            while distance < self.size:
+                self.transport.sendrecv(token, (self.rank + distance) % self.size,
+                                        incoming, (self.rank - distance) % self.size)
+                distance *= 2
+        finally:
+            self.watchdog.end()
+
+    # Python objects (small: metadata, reports), every wait under the watchdog with its peer named
+    def gather_object(self, obj, root=0):
+        """root gets [every rank's obj] in rank order, the others None."""
+        root = self._check_object_root(root)
+        self._sync_calls += 1
+        self.watchdog.begin(("gather_object", self._sync_calls, "linear"))
+        try:
+            if self.rank != root:
+                self.watchdog.peers = (root,)
+                self.comm.send(obj, dest=root, tag=OBJECT_TAG)
+                return None
+            out = []
+            for source in range(self.size):
+                if source == root:
+                    out.append(obj)
+                    continue
+                self.watchdog.peers = (source,)
+                self.watchdog.progress += 1
+                out.append(self.comm.recv(source=source, tag=OBJECT_TAG))
+            return out
+        finally:
+            self.watchdog.end()
+
+    def broadcast_object(self, obj, root=0):
+        """Every rank gets root's obj."""
+        root = self._check_object_root(root)
+        self._sync_calls += 1
+        self.watchdog.begin(("broadcast_object", self._sync_calls, "linear"))
+        try:
+            if self.rank == root:
+                for dest in range(self.size):
+                    if dest != root:
+                        self.watchdog.peers = (dest,)
+                        self.watchdog.progress += 1
+                        self.comm.send(obj, dest=dest, tag=OBJECT_TAG)
+                return obj
+            self.watchdog.peers = (root,)
+            return self.comm.recv(source=root, tag=OBJECT_TAG)
+        finally:
+            self.watchdog.end()
+
+    def all_gather_object(self, obj):
+        """Every rank gets [every rank's obj] in rank order."""
+        return self.broadcast_object(self.gather_object(obj, 0), 0)
+
+    def _check_object_root(self, root):
+        root = _as_rank(root)
+
+        self._check_root(root)
+        return root
 
     def abort(self, message, code=1):
         abort_job(self.comm, f"mpitrain: rank {self.rank}: {message}", code)
@@ -186,14 +251,14 @@ class Communicator:
         flags = buf.flags
         if not (flags.c_contiguous and flags.writeable):
             return None
-        c_call, comm_address, scratch_address = self._small
+        c_call, comm_address, scratch_address, waiting_on = self._small
         self._calls += 1
         wd = self.watchdog
         wd.what = ("all_reduce", self._calls, "recursive_doubling_c")
-        wd.peers = self.transport.doubling_partners
+        wd.peers = self.transport.c_waiting_on           # the C code stores its current peer there
         wd.progress += 1
         rc = c_call(comm_address, addressof(c_char.from_buffer(buf)), scratch_address, buf.size,
-                    buf.itemsize, codes[0], codes[1])
+                    buf.itemsize, codes[0], codes[1], waiting_on)
         wd.what = None
         if rc:
             from ..kernels.compiled import check, mpi_lib
@@ -204,6 +269,8 @@ class Communicator:
 
     def broadcast(self, buf, root=0, algorithm="auto"):
         """In place: every rank's `buf` becomes root's."""
+        root = _as_rank(root)
+
         def plan():
             b = self._buffer(buf, "buf")
             self._check_root(root)
@@ -216,6 +283,8 @@ class Communicator:
     def reduce(self, sendbuf, recvbuf, root=0, op="sum", algorithm="auto"):
         """root's `recvbuf` receives the reduction of every rank's `sendbuf` (recvbuf: root only,
         may be `sendbuf` itself for an in-place reduce)."""
+        root = _as_rank(root)
+
         def plan():
             s = self._buffer(sendbuf, "sendbuf")
             self._check_root(root)
@@ -280,6 +349,8 @@ class Communicator:
         return self.scatter_v(sendbuf, recvbuf, [k] * self.size, root, algorithm)
 
     def scatter_v(self, sendbuf, recvbuf, counts, root=0, algorithm="auto"):
+        root = _as_rank(root)
+
         def plan():
             cs = self._check_counts(counts)
             self._check_root(root)
@@ -303,6 +374,8 @@ class Communicator:
         return self.gather_v(sendbuf, recvbuf, [k] * self.size, root, algorithm)
 
     def gather_v(self, sendbuf, recvbuf, counts, root=0, algorithm="auto"):
+        root = _as_rank(root)
+
         def plan():
             cs = self._check_counts(counts)
             self._check_root(root)
@@ -525,6 +598,8 @@ class Communicator:
                                              f"use 'sum' and divide")
 
     def _check_root(self, root):
+        root = _as_rank(root)
+
         if not isinstance(root, int) or isinstance(root, bool) or not 0 <= root < self.size:
             raise CollectiveError(self.rank, f"root {root!r} is out of range for {self.size} ranks "
                                              f"(0..{self.size - 1})")
@@ -581,6 +656,16 @@ class Communicator:
         self._check_same_dtype(sendbuf, r)
         self._check_capacity(r, needed, "recvbuf", "this call")
         return r
+
+
+def _as_rank(value):
+    """A rank given as any integer type (numpy's too) as a Python int; anything else as it is,
+    for the check to refuse by name."""
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, int):
+        return value
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _on_device(buffer):

@@ -44,7 +44,7 @@ class Trace:
         self.snapshots_on = snapshots
         self.events = []
         self.snapshots = []      # (collective, call, algorithm, after_step, array copy)
-        world.mpi_comm.Barrier()
+        world.barrier()
         self.t0 = time.perf_counter()
         self._call = None        # (collective, call, algorithm, [buffers], step)
 
@@ -99,8 +99,8 @@ class Trace:
     def gather(self):
         """Rank 0 gets (events of every rank as dicts sorted by start, {rank: snapshots});
         the other ranks get (None, None). Collective."""
-        events = self.world.mpi_comm.gather([asdict(e) for e in self.events], root=0)
-        snaps = self.world.mpi_comm.gather(self.snapshots, root=0)
+        events = self.world.gather_object([asdict(e) for e in self.events], root=0)
+        snaps = self.world.gather_object(self.snapshots, root=0)
         if self.world.rank != 0:
             return None, None
         merged = sorted((e for per_rank in events for e in per_rank), key=lambda e: e["start"])

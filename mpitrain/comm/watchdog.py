@@ -29,7 +29,8 @@ class Watchdog:
         self.timeout_s = timeout_s
         self._abort = abort          # abort(message): ends the job
         self.what = None             # the collective in progress: (name, call number, algorithm)
-        self.peers = ()              # the rank(s) the current wait needs
+        self.peers = ()              # the rank(s) the current wait needs, or an object whose
+                                     # .value is that rank (the C lane writes a ctypes int)
         self.progress = 0            # bumped at every wait: the thread sees whether we move
         # GPU waits the host does not see (stream memory operations, comm/peer.py): callables
         # (now, timeout_s) -> a message when one is overdue, else None; checked every poll
@@ -39,10 +40,6 @@ class Watchdog:
 
     def begin(self, what):
         self.what = what
-        self.progress += 1
-
-    def waiting_for(self, *peers):
-        self.peers = peers
         self.progress += 1
 
     def end(self):
@@ -66,12 +63,19 @@ class Watchdog:
                 continue
             if now - since > self.timeout_s:
                 name, number, algorithm = state[0]
-                who = ", ".join(str(p) for p in self.peers) or "a peer"
+                who = describe_peers(self.peers)
                 self._abort(f"mpitrain: rank {self.rank}: {name} #{number} ({algorithm}) has waited "
                             f"{now - since:.1f} s for rank {who}, which has not arrived (timeout "
                             f"{self.timeout_s:g} s, set with init(timeout=...) or MPITRAIN_TIMEOUT); "
                             f"aborting the job")
                 return
+
+
+def describe_peers(peers):
+    """'3' or '1, 2' for the ranks a wait needs; 'a peer' when none is known."""
+    if hasattr(peers, "value"):
+        peers = (peers.value,) if peers.value >= 0 else ()
+    return ", ".join(str(p) for p in peers) or "a peer"
 
 
 def abort_job(comm, message, code=2):

@@ -31,9 +31,14 @@ class ShardedSampler:
 
     def batches(self, epoch, start_step=0):
         """(step_in_epoch, indices) for each step of the epoch from start_step on."""
+        b, w = self.per_rank_batch, self.world_size
+        if not self.shuffle:       # the same slices as epoch_indices, made one step at a time
+            for step in range(start_step, self.steps_per_epoch):
+                yield step, np.arange(self.rank + w * step * b, self.rank + w * (step + 1) * b, w)
+            return
         mine = self.epoch_indices(epoch)
         for step in range(start_step, self.steps_per_epoch):
-            yield step, mine[step * self.per_rank_batch: (step + 1) * self.per_rank_batch]
+            yield step, mine[step * b: (step + 1) * b]
 
 
 def eval_indices(size, rank, world_size):

@@ -18,6 +18,10 @@ SOURCES = ("digits", "cifar10", "imagefolder", "synthetic")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm"}
 
 
+class DataError(ValueError):
+    """A data set that cannot be read; the message names the file."""
+
+
 @dataclass
 class Splits:
     train: object            # ImageSet or SyntheticImages
@@ -122,9 +126,12 @@ def _read_images(root, classes, img_size):
     for label, name in enumerate(classes):
         files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         for path in files:
-            with Image.open(path) as im:
-                im = im.convert("RGB").resize((img_size, img_size), Image.BILINEAR)
-                images.append(np.asarray(im, np.uint8).transpose(2, 0, 1))
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB").resize((img_size, img_size), Image.BILINEAR)
+                    images.append(np.asarray(im, np.uint8).transpose(2, 0, 1))
+            except (OSError, ValueError) as exc:       # truncated, corrupt, not an image
+                raise DataError(f"{path}: cannot read this image ({exc})") from None
             labels.append(label)
     if not images:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")

@@ -54,7 +54,11 @@ def random_crop_flip(x, pad, generator=None):
 
 
 class SyntheticImages:
-    """Random normal images and uniform labels made on the device: no host work per step."""
+    """Random normal images and uniform labels made on the device: no host work per step. Its
+    samples have no order to shuffle (shuffle = False), so the sampler hands out index ranges
+    without ever holding the 2^30 indices."""
+
+    shuffle = False
 
     def __init__(self, num_classes, channels, size=1 << 30):
         self.num_classes, self._channels, self._size = num_classes, channels, size

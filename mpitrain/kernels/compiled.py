@@ -65,7 +65,7 @@ _CUDA_SIGNATURES = {
 }
 
 _MPI_SIGNATURES = {
-    "mt_mpi_all_reduce_doubling": [_ptr, _ptr, _ptr, _i64, _int, _int, _int],
+    "mt_mpi_all_reduce_doubling": [_ptr, _ptr, _ptr, _i64, _int, _int, _int, _ptr],
     "mt_mpi_library_version": [ctypes.c_char_p, _int],
 }
 

@@ -1,26 +1,43 @@
-"""Entry point of `python -m mpitrain.train` (see mpitrain/train/__init__.py)."""
+"""Entry point of `python -m mpitrain.train` (see mpitrain/train/__init__.py).
+
+How a failure ends the job:
+- an error every rank meets in the same way (a bad flag, checked against the same flags on every
+  rank; a NaN loss, found in the all-reduced losses): rank 0 prints it once, every rank exits
+  non-zero, nobody is left waiting;
+- an error of one rank's own (a file only it opens, its device, its shard, a collective it was
+  called wrongly in): that rank prints one line naming itself and aborts the whole job at once
+  (MPI_Abort), so no other rank waits in a collective the failed rank will never join;
+- anything else (a bug): the abort hook of mpitrain.comm prints the traceback and aborts.
+"""
 import sys
 
+from ..checkpoint import CheckpointError
 from ..comm import init
-from .config import ConfigError, from_args
-from .loop import TrainingError, train
+from ..comm.watchdog import abort_job
+from .config import ConfigError
+from .loop import RankError, TrainingError, train
+
+EVERY_RANK = (ConfigError, TrainingError)        # the same inputs on every rank: one message
+ONE_RANK = (OSError, ValueError, CheckpointError, RankError)   # this rank's own: one line, abort
+EXIT_CODES = {ConfigError: 2, TrainingError: 3}
 
 
 def main(argv=None):
+    from .config import from_args
     cfg = from_args(argv)
     world = init()
     try:
         train(cfg, world)
-    except (ConfigError, FileNotFoundError, TrainingError) as exc:
-        # Every rank reaches the same error (same flags, same files, same all-reduced loss):
-        # rank 0 says it once, every rank exits non-zero, nobody is left waiting.
-        code = 2 if isinstance(exc, (ConfigError, FileNotFoundError)) else 3
+    except EVERY_RANK as exc:
         if world.rank == 0:
             print(f"mpitrain.train: error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(code)
-    except ValueError as exc:            # unknown model name and similar checks
-        if world.rank == 0:
-            print(f"mpitrain.train: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CODES[ConfigError if isinstance(exc, ConfigError) else TrainingError])
+    except ONE_RANK as exc:
+        message = (f"mpitrain.train: error on rank {world.rank} of {world.size}: {exc}"
+                   + ("; aborting the job" if world.size > 1 else ""))
+        if world.size > 1:
+            abort_job(world.comm, message, code=2)
+        print(message, file=sys.stderr, flush=True)
         sys.exit(2)
 
 

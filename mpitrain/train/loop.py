@@ -26,6 +26,7 @@ from ..parallel import (SingleRank, Zero, Zero3, apply_data_parallel, apply_zero
 from ..parallel.buckets import parse_tail_mb
 from .config import ConfigError
 from .metrics import JsonLines, Progress, measure_matmul_tflops
+from .run_dir import check_checkpoint_dir, resume_note
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -34,11 +35,15 @@ class TrainingError(RuntimeError):
     """A failure of the run itself (e.g. a NaN loss), the same on every rank."""
 
 
+class RankError(RuntimeError):
+    """A failure of one rank's own (its device, its files): it ends the whole job at once."""
+
+
 def pick_device(cfg, world):
     has_cuda = torch.cuda.is_available()
     if cfg.device == "cuda" and not has_cuda:
-        raise ConfigError("--device cuda: CUDA was asked for, but no GPU is visible "
-                          "(torch.cuda.is_available() is False)")
+        raise RankError("--device cuda: CUDA was asked for, but no GPU is visible here "
+                        "(torch.cuda.is_available() is False)")
     if cfg.device == "cpu" or not has_cuda:
         torch.set_num_threads(cores_per_rank(world.local_size))
         return torch.device("cpu")
@@ -113,7 +118,7 @@ def memory_report(cfg, mcfg, world, device, rss_before_model, measure):
                                  cfg.checkpoint_activations, cfg.zero3_window,
                                  cfg.zero3_keep_between, cfg.param_dtype, cfg.grad_views)
     text = memory.report(items, peak, measured, how, world.rank, parallel, world.size)
-    for t in world.mpi_comm.gather(text, root=0) or []:
+    for t in world.gather_object(text, root=0) or []:
         world.print0(t)
 
 
@@ -166,6 +171,7 @@ def cpu_warning(cfg, mcfg, peak_tflops, world):
 
 def train(cfg, world):
     cfg.check(world.size)
+    run_id = check_checkpoint_dir(cfg, world)
     device = pick_device(cfg, world)
     variant = ViTConfig.named(cfg.model)        # unknown names fail here, listing the valid ones
     data = load_dataset(cfg.data, cfg.data_dir, cfg.img_size or None,
@@ -194,7 +200,8 @@ def train(cfg, world):
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     per_rank_batch = cfg.micro_batch_size * cfg.grad_accum
-    sampler = ShardedSampler(len(data.train), world.rank, world.size, per_rank_batch, cfg.seed)
+    sampler = ShardedSampler(len(data.train), world.rank, world.size, per_rank_batch, cfg.seed,
+                             shuffle=getattr(data.train, "shuffle", True))
     total = cfg.steps or cfg.epochs * sampler.steps_per_epoch
     eval_every = cfg.eval_every or sampler.steps_per_epoch
 
@@ -217,21 +224,23 @@ def train(cfg, world):
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + world.rank)   # augmentation draws
     step, epoch, accuracy = 0, 0, None
     skip = 0                                    # batches of the first epoch already trained
+    stop = min(total, cfg.stop_at_step) if cfg.stop_at_step else total
+    loss_sum = np.zeros(1, np.float64)         # the last step's loss, averaged over ranks
     if cfg.resume:
         info = checkpoint.load(cfg.checkpoint_dir, model, dp, optimizer, groups, world)
-        if info is None:
-            world.print0(f"--resume: no checkpoint in {cfg.checkpoint_dir} yet; starting at step 0")
-        else:
+        for line in resume_note(cfg, info, stop):
+            world.print0(line)
+        if info is not None:
             step = info["step"]
+            run_id = info["run_id"] or run_id
             epoch, skip = divmod(step, sampler.steps_per_epoch)
+            loss_sum[0] = info["extra"].get("loss", math.nan)
+            accuracy = info["extra"].get("test_accuracy")
             if info["rng"] is not None:          # the same world size: each rank's own draws
                 torch.set_rng_state(info["rng"]["torch"])
                 gen.set_state(info["rng"]["gen"])
-            world.print0(f"resumed from {info['directory']} at step {step} (epoch {epoch})")
     progress = Progress(total, cfg.progress and world.rank == 0, world.print0)
-    stop = min(total, cfg.stop_at_step) if cfg.stop_at_step else total
     window_seconds, window_steps = 0.0, 0      # training time only: evaluation is left out
-    loss_sum = np.zeros(1, np.float64)         # the last step's loss, averaged over ranks
     pending = []                               # (step, loss on the device) not yet read
     while step < stop:
         for _, indices in sampler.batches(epoch, skip):
@@ -282,16 +291,17 @@ def train(cfg, world):
                 log.write(step=step, epoch=epoch, loss=loss_sum[0], lr=lr_at(step - 1, cfg, total),
                           img_per_s=img_s, mfu=mfu, time=time.time())
                 window_seconds, window_steps = 0.0, 0
-            if saving:
-                checkpoint.save(cfg.checkpoint_dir, step, model, dp, optimizer, groups, world,
-                                extra={"epoch": epoch, "config": vars(cfg).copy()},
-                                rng={"torch": torch.get_rng_state(), "gen": gen.get_state()},
-                                keep=cfg.checkpoint_keep)
             if evaluating:
                 accuracy = evaluate(step_model, data.test, world, device, mcfg.img_size, cfg.precision)
                 if accuracy is not None:
                     progress.write(f"epoch {epoch} step {step}: test accuracy {accuracy * 100:.2f}%")
                     log.write(step=step, epoch=epoch, test_accuracy=accuracy, time=time.time())
+            if saving:
+                checkpoint.save(cfg.checkpoint_dir, step, model, dp, optimizer, groups, world,
+                                run_id, extra={"epoch": epoch, "config": vars(cfg).copy(),
+                                               "loss": loss_sum[0], "test_accuracy": accuracy},
+                                rng={"torch": torch.get_rng_state(), "gen": gen.get_state()},
+                                keep=cfg.checkpoint_keep)
         epoch += 1
         skip = 0
     progress.close()

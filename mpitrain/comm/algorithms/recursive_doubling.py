@@ -44,18 +44,6 @@ def unfold(ctx, buf, new_rank, rem):
             ctx.send(buf, ctx.rank - 1)
 
 
-def partners(rank, size):
-    """Every rank this rank exchanges with, in order (what the watchdog names when the C version
-    waits: it cannot say which step it is in)."""
-    p2 = 1 << (size.bit_length() - 1)
-    rem = size - p2
-    if rank < 2 * rem and rank % 2 == 0:
-        return (rank + 1,)                            # hands its data up and waits for the result
-    new_rank = rank // 2 if rank < 2 * rem else rank - rem
-    peers = [to_real(new_rank ^ mask, rem) for mask in (1 << k for k in range(p2.bit_length() - 1))]
-    return tuple(([rank - 1] if rank < 2 * rem else []) + peers)
-
-
 def recursive_doubling_all_reduce(ctx, buf):
     p2 = 1 << (ctx.size.bit_length() - 1)
     if p2 == ctx.size:                               # a power of two: nothing to fold
@@ -84,10 +72,10 @@ def recursive_doubling_c_all_reduce(ctx, buf):
         return recursive_doubling_all_reduce(ctx, buf)
     incoming = ctx.scratch(buf.shape[0], slot=0)
     watchdog = ctx.transport.watchdog
-    watchdog.peers = ctx.transport.doubling_partners  # (the C code cannot say which step it is in)
+    watchdog.peers = ctx.transport.c_waiting_on       # the C code stores its current peer there
     watchdog.progress += 1
     if c_call(ctx.transport.comm_address, addressof(c_char.from_buffer(buf)),   # (0.3 us; the
               addressof(c_char.from_buffer(incoming)),                       # array interface: 2)
               buf.shape[0], ctx.dtype.itemsize,
-              DTYPE_CODES[ctx.dtype.name], OP_CODES[ctx.op]):
+              DTYPE_CODES[ctx.dtype.name], OP_CODES[ctx.op], ctx.transport.c_waiting_on_address):
         check(mpi_lib(), -1)

@@ -4,10 +4,11 @@ Every message of the collectives carries one tag on the communicator's private d
 MPI delivers messages between one pair of ranks in the order they were sent, and every rank
 runs the collectives in the same order, so sends and receives always pair up correctly.
 """
+import ctypes
+
 from mpi4py import MPI
 
 from ...kernels.compiled import mpi_lib
-from ..algorithms.recursive_doubling import partners
 
 BYTE = MPI.BYTE
 
@@ -35,7 +36,10 @@ class HostTransport:
         self.comm_address = MPI._addressof(comm)
         lib = mpi_lib()            # csrc/mpi_small.c, when built against this MPI
         self.compiled_doubling = lib.mt_mpi_all_reduce_doubling if lib is not None else None
-        self.doubling_partners = partners(comm.Get_rank(), comm.Get_size())
+        # the C recursive doubling stores the rank each of its blocking calls waits for here;
+        # the watchdog reads it (a ctypes int has .value, as the watchdog expects of it)
+        self.c_waiting_on = ctypes.c_int(-1)
+        self.c_waiting_on_address = ctypes.addressof(self.c_waiting_on)
 
     # Each call first tells the watchdog whom it waits for (two attribute stores: this is the
     # hot path of small messages, so no method call there).
@@ -60,12 +64,25 @@ class HostTransport:
             self.comm.Recv([piece, BYTE], source, DATA_TAG)
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
+        # Both sides start at once; the receive is waited for first, then the send, each with
+        # its own peer named, so a stall names the one rank that did not answer.
         wd = self.watchdog
-        wd.peers = (source, dest)
-        wd.progress += 1
+        comm = self.comm
         if max(sendbuf.nbytes, recvbuf.nbytes) <= MAX_MESSAGE_BYTES:
-            self.comm.Sendrecv([sendbuf, BYTE], dest, DATA_TAG, [recvbuf, BYTE], source, DATA_TAG)
+            receive = comm.Irecv([recvbuf, BYTE], source, DATA_TAG)
+            send = comm.Isend([sendbuf, BYTE], dest, DATA_TAG)
+            wd.peers = (source,)
+            wd.progress += 1
+            receive.Wait()
+            wd.peers = (dest,)
+            wd.progress += 1
+            send.Wait()
             return
-        requests = [self.comm.Irecv([p, BYTE], source, DATA_TAG) for p in pieces(recvbuf)]
-        requests += [self.comm.Isend([p, BYTE], dest, DATA_TAG) for p in pieces(sendbuf)]
-        MPI.Request.Waitall(requests)
+        receives = [comm.Irecv([p, BYTE], source, DATA_TAG) for p in pieces(recvbuf)]
+        sends = [comm.Isend([p, BYTE], dest, DATA_TAG) for p in pieces(sendbuf)]
+        wd.peers = (source,)
+        wd.progress += 1
+        MPI.Request.Waitall(receives)
+        wd.peers = (dest,)
+        wd.progress += 1
+        MPI.Request.Waitall(sends)

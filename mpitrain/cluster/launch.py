@@ -1,0 +1,53 @@
+"""The mpiexec command that runs a job on the emulated cluster (Open MPI; MPICH's hydra takes
+the same agent with -launcher ssh -launcher-exec AGENT).
+
+Ranks of one node talk through shared memory; ranks of different nodes through TCP over the
+bridge, each node's sends shaped to the link rate. Both of Open MPI's planes (the daemons' own
+messages and the ranks' data) are kept on the bridge's subnet.
+"""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .netns import SUBNET
+
+
+def find_mpiexec():
+    """$MPITRAIN_CLUSTER_MPIEXEC, else the mpiexec beside this Python, else the one on PATH."""
+    named = os.environ.get("MPITRAIN_CLUSTER_MPIEXEC")
+    if named:
+        return named
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else (shutil.which("mpiexec") or "mpiexec")
+
+
+def is_open_mpi(mpiexec):
+    out = subprocess.run([mpiexec, "--version"], capture_output=True, text=True).stdout
+    return "Open MPI" in out or "OpenRTE" in out or "prte" in out.lower()
+
+
+def mpiexec_command(cluster, ranks_per_node, command, mpiexec=None):
+    mpiexec = mpiexec or find_mpiexec()
+    ranks = cluster.nodes * ranks_per_node
+    if not is_open_mpi(mpiexec):          # MPICH / Intel MPI (hydra)
+        return [mpiexec, "-launcher", "ssh", "-launcher-exec", cluster.agent, "-f",
+                cluster.hostfile, "-ppn", str(ranks_per_node), "-n", str(ranks),
+                "-iface", "eth0", *command]
+    return [mpiexec, "--mca", "plm_ssh_agent", cluster.agent, "--hostfile", cluster.hostfile,
+            "--map-by", f"ppr:{ranks_per_node}:node", "-n", str(ranks),
+            "--mca", "btl_tcp_if_include", SUBNET, "--mca", "oob_tcp_if_include", SUBNET,
+            *command]
+
+
+def environment():
+    """What the job's processes need beyond the caller's environment (Open MPI as root)."""
+    env = dict(os.environ)
+    if os.geteuid() == 0:
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    env.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
+    env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
