@@ -59,7 +59,7 @@ train: install
 test: install test-serial test-mpi
 
 test-serial: install
-	$(PY) -m pytest -q tests/serial tests/faults
+	$(PY) -m pytest -q tests/serial tests/faults tests/cluster
 
 test-mpi: install
 	for n in 1 2 3 4; do \
