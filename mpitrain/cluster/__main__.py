@@ -16,7 +16,7 @@ import sys
 
 from .launch import environment, mpiexec_command
 from .links import LinkError
-from .netns import Cluster, ClusterError
+from .netns import STATE_DIR, Cluster, ClusterError
 
 
 def parse(argv):
@@ -65,15 +65,27 @@ def run(args):
         interrupted.append(signum)
         raise KeyboardInterrupt
     previous = signal.signal(signal.SIGTERM, stop)
+    for marker in STATE_DIR.glob("lost-*"):
+        marker.unlink()
     try:
-        return subprocess.run(mpiexec_command(cluster, args.ranks_per_node, command, args.mpiexec),
-                              env=environment()).returncode
+        rc = subprocess.run(mpiexec_command(cluster, args.ranks_per_node, command, args.mpiexec),
+                            env=environment()).returncode
+        return report_lost_nodes(rc)
     except KeyboardInterrupt:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
         if made:
             cluster.destroy()
+
+
+def report_lost_nodes(rc):
+    """Say which nodes the launch agent gave up (their link stayed down); such a job failed even
+    where mpiexec, having lost the daemon, exits 0."""
+    lost = sorted(STATE_DIR.glob("lost-*"))
+    for marker in lost:
+        print(f"mpitrain.cluster: {marker.read_text().strip()}", file=sys.stderr)
+    return rc or (255 if lost else 0)
 
 
 def main(argv=None):

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .netns import SUBNET
+from .netns import SUBNET, ClusterError
 
 
 def find_mpiexec():
@@ -24,7 +24,11 @@ def find_mpiexec():
 
 
 def is_open_mpi(mpiexec):
-    out = subprocess.run([mpiexec, "--version"], capture_output=True, text=True).stdout
+    try:
+        out = subprocess.run([mpiexec, "--version"], capture_output=True, text=True).stdout
+    except OSError as exc:
+        raise ClusterError(f"mpiexec {mpiexec!r} cannot be run ({exc.strerror}); give one with "
+                           f"--mpiexec or MPITRAIN_CLUSTER_MPIEXEC") from None
     return "Open MPI" in out or "OpenRTE" in out or "prte" in out.lower()
 
 

@@ -6,7 +6,7 @@ bridge, on a subnet that exists only on that bridge.
     cluster.destroy()
 
 Node k is the namespace `mtc-nodek` with hostname `nodek` (its own UTS namespace is made by the
-launch agent), address 10.213.97.(k+1) on its `eth0`; the root namespace holds the bridge
+launch agent, agent.py), address 10.213.97.(k+1) on its `eth0`; the root namespace holds the bridge
 `mtc-br` with 10.213.97.254, so mpiexec, which runs there, reaches every node's daemon. No route
 leads off the bridge: traffic stays on this machine, between these namespaces.
 State (nodes, link, hostfile, agent) is kept in STATE_DIR/state.json, so `down` and a later
@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -169,23 +170,17 @@ class Cluster:
             self._shape(k, state)
 
 
-AGENT = """#!/bin/sh
-# Launch agent of mpitrain's emulated cluster: mpiexec calls it as it would call ssh,
-# AGENT [options] HOST COMMAND..., and it starts COMMAND inside HOST's network namespace with
-# HOST as its hostname (a UTS namespace of its own), so MPI sees different hosts.
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -o|-p|-l|-i|-F) shift 2 ;;
-    -*) shift ;;
-    *) break ;;
-  esac
-done
-host=$1
-shift
-exec ip netns exec "{prefix}$host" unshare --uts sh -c "hostname $host; $*"
+AGENT = """#!{python}
+# Launch agent of mpitrain's emulated cluster: mpiexec calls it as it would call ssh
+# (AGENT [options] HOST COMMAND...); mpitrain/cluster/agent.py says what it does.
+import sys
+sys.path.insert(0, {root!r})
+from mpitrain.cluster.agent import main
+sys.exit(main(sys.argv[1:]))
 """
 
 
 def write_agent(path):
-    Path(path).write_text(AGENT.replace("{prefix}", PREFIX))
+    root = str(Path(__file__).resolve().parents[2])
+    Path(path).write_text(AGENT.format(python=sys.executable, root=root))
     os.chmod(path, 0o755)
