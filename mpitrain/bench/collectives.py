@@ -90,11 +90,15 @@ def make_call(world, op, impl, count, dtype):
 
 def time_call(world, call, nbytes, iters, warmup, sync=lambda: None):
     from mpi4py import MPI
-    if iters is None:                       # about 0.1 s of calls per round, 5 to 300 of them
-        iters = int(min(300, max(5, 1e8 / max(nbytes, 1 << 16))))
+    warm = time.perf_counter()
     for _ in range(warmup):
         call()
     sync()
+    if iters is None:                       # about 0.1 s of calls per round at memory speed, 5
+        iters = int(min(300, max(5, 1e8 / max(nbytes, 1 << 16))))       # to 300 of them; over
+        if warmup:                          # a slow link, as many as fit in 0.25 s, at least 2
+            one = world.mpi_comm.allreduce((time.perf_counter() - warm) / warmup, op=MPI.MAX)
+            iters = min(iters, max(2, int(0.25 / one)))
     world.mpi_comm.Barrier()
     start = time.perf_counter()
     for _ in range(iters):
@@ -130,9 +134,15 @@ def run(args):
     for op in ops:
         if op not in OPS:
             raise SystemExit(f"unknown op {op!r}; choose from {', '.join(OPS)}")
-        known = [*ALGORITHMS[op], *(PEER_ALGORITHMS.get(op, {}) if args.device == "cuda" else ())]
+        known = [*ALGORITHMS[op], *(PEER_ALGORITHMS.get(op, {}) if args.device == "cuda" else ()),
+                 *(["hierarchical"] if op == "all_reduce" and world.num_nodes > 1 else [])]
         algs = ["auto", *known] if args.algorithms == "all" else [
             a for a in args.algorithms.split(",") if a == "auto" or a in known]
+        if args.algorithms != "all":
+            left = [a for a in args.algorithms.split(",") if a not in algs]
+            if left:
+                world.print0(f"# {op}: not run here: {', '.join(left)} (this op here has: "
+                             f"auto, {', '.join(known)}; hierarchical needs ranks on several nodes)")
         variants = ([("mpitrain", a) for a in algs] if "mpitrain" in impls else []) + (
             [("mpi", "mpi")] if "mpi" in impls else []) + (
             [("nccl", "nccl")] if "nccl" in impls and args.device == "cuda" else [])

@@ -29,11 +29,16 @@ ALL_REDUCE_GPU_PAIR_BYTES = 64 << 20   # GPU buffers, 2 ranks: recursive doublin
 #  More than 2 GPUs: not measured yet, so the host thresholds apply.)
 
 
-HIERARCHICAL_MIN_BYTES = 1 << 20    # ranks on several nodes, the same number on each: at and
+HIERARCHICAL_MIN_BYTES = 256 << 10  # ranks on several nodes, the same number on each: at and
 # above, reduce-scatter in the node, all-reduce across nodes, all-gather in the node
 # (comm/hierarchical.py); below, one algorithm over all ranks (latency-bound: fewest steps).
-# Not measured across real nodes (no multi-node machine here): the size where bandwidth starts
-# to matter on the host path (rabenseifner -> ring) is the first guess.
+# Measured on the emulated cluster, 2 nodes x 2 ranks (bench/cluster_allreduce.sh; the tables
+# are in bench/RESULTS.md, 2026-12-02): from 256 KB on, hierarchical was the fastest or within
+# 3% of it at 100 Mbit/s, 1 Gbit/s and 10 Gbit/s links at every size but one (16 MB at 100 Mbit/s
+# and 1 Gbit/s: 15% and 3% behind the ring), and 1.3-2x faster than the flat algorithms at
+# 256 KB-1 MB over 1 Gbit/s or less; below it, at 10 Gbit/s, it lost (64 KB: 0.30 against 0.50
+# GB/s busbw for auto's flat choice). Over an unshaped veth, as fast as memory, it only won
+# from 16 MB.
 
 PEER_ONE_SHOT_MAX_BYTES = 256 << 10   # GPU buffers with the peer kernels (comm/peer.py): one-shot
 # all-reduce up to this size, two-shot above. (A first guess from the traffic model: one-shot
