@@ -20,7 +20,6 @@ The link's limit, in the busbw units of the table (busbw = size / time x 2(n-1)/
 import argparse
 import json
 import re
-from collections import defaultdict
 from pathlib import Path
 
 from ..cluster.links import parse_rate

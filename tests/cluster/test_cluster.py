@@ -1,6 +1,5 @@
 """The emulated cluster: ranks in network namespaces, real MPI over TCP between them. Skips with
 the reason where namespaces cannot be made (not root, no iproute2)."""
-import subprocess
 import sys
 
 import pytest
