@@ -112,6 +112,22 @@ for step in $steps; do
                --with-mpi --color=no -x tests/mpi/test_peer_kernels.py tests/mpi/test_collectives_cuda.py 2>&1 \
                | grep -a -E "^E |passed|failed|skipped|rror" | sort | uniq | head -12 | tee -a "$OUT/peer-tests.txt"
            done ;;
+    diloco-tests) # DiLoCo on CUDA tensors (ranks sharing the GPUs) and the quantize kernels
+           $PY -m pytest -q -p no:cacheprovider tests/serial/test_compress.py 2>&1 | tail -3 \
+             | tee -a "$OUT/diloco-tests.txt"
+           for n in ${RANKS:-1 2}; do
+             echo "ranks: $n" | tee -a "$OUT/diloco-tests.txt"
+             MPITRAIN_TIMEOUT=120 timeout 600 $MPIRUN -n $n $PYFULL -m pytest -q -p no:cacheprovider \
+               --with-mpi --color=no tests/mpi/test_diloco.py -k cuda 2>&1 | tail -4 | tee -a "$OUT/diloco-tests.txt"
+           done ;;
+    diloco-memory) # the memory report's DiLoCo items against the measured peak, beside dp
+           # (ranks sharing the GPUs; synthetic data, vit_b16 bf16)
+           for p in "dp" "diloco --workers 1" "diloco --workers 2"; do
+             echo "--parallel $p" | tee -a "$OUT/diloco-memory.txt"
+             timeout 300 $MPIRUN -n ${RANKS:-2} $PYFULL -m mpitrain.train vit_b16 --data synthetic \
+               --steps 3 --batch-size 32 --precision bf16 --no-progress --memory-report \
+               --parallel $p --sync-every 2 2>&1 | grep -v "^ *\[" | tail -30 | tee -a "$OUT/diloco-memory.txt"
+           done ;;
     shared-tests) # one GPU, ranks sharing it (MPITRAIN_PEER_KERNELS=shared): the copy-engine path,
            # registered outputs, data parallel on them (both bucket waits), the memory
            # accountant, and the compiled trainer's pieces with tail cuts against one process

@@ -24,6 +24,9 @@ cross-entropy, backward with its gradient all-reduce, AdamW step. Implementation
                   sharded; each block all-gathered before its forward and its backward
   fsdp2           torch's fully_shard on each block and on the model (NCCL on GPU); the same
                   --param-dtype and --grad-dtype as mpitrain-zero3 (MixedPrecisionPolicy)
+  mpitrain-diloco DiLoCo (parallel/diloco.py): one worker per node (--workers), the bucketed
+                  engine inside each, an outer step every --sync-every steps (its loss is not
+                  the others' after the first outer step: the workers train apart)
 Rounds alternate the order of the implementations; each row is the median over rounds of the
 job's step time (the slowest rank's mean over --steps steps). `vs ddp` is ddp's step time over
 the row's (fsdp2's when the run has no ddp): above 1 is faster. `peak GiB` is the largest
@@ -42,7 +45,7 @@ from .cli import bench_main
 from .torch_dist import start_torch_distributed
 
 IMPLS = ("mpitrain", "mpitrain-sync", "mpitrain-sm", "mpitrain-packed", "naive", "ddp", "local", "local-split", "mpitrain-zero3",
-         "fsdp2")
+         "fsdp2", "mpitrain-diloco")
 AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -62,6 +65,10 @@ def add_arguments(p):
                    help="mpitrain-zero3 and fsdp2: the dtype blocks are all-gathered and "
                         "computed in (shards and optimizer stay fp32)")
     p.add_argument("--zero3-window", type=int, default=1, help="mpitrain-zero3: blocks prefetched")
+    p.add_argument("--workers", type=int, default=0,
+                   help="mpitrain-diloco: groups of ranks that train apart (0: one per node)")
+    p.add_argument("--sync-every", type=int, default=50,
+                   help="mpitrain-diloco: inner steps between outer steps")
     p.add_argument("--profile", action="store_true",
                    help="GPU: after the timing, profile 3 steps of each implementation and print "
                         "rank 0's busy time per CUDA stream and heaviest kernels")
@@ -91,8 +98,15 @@ class Trainee:
     """One implementation's model and step: forward(x), then after_backward(), step(),
     zero_grad(); close() at the end of the round."""
 
-    def __init__(self, forward, model, engine=None, zero=None):
+    def __init__(self, forward, model, engine=None, zero=None, outer=None):
         self.forward, self.model, self.engine, self.zero = forward, model, engine, zero
+        self.outer, self.steps = outer, 0       # DiLoCo: the outer loop, told of every step
+        self.optimizer = outer.optimizer if outer is not None else None
+
+    def after_step(self):
+        if self.outer is not None:
+            self.steps += 1
+            self.outer.after_inner_step(self.steps)
 
     def after_backward(self):
         if self.engine is not None:
@@ -143,6 +157,18 @@ def build(impl, cfg, world, device, args):
         if args.compile:
             model.compile_blocks()
         return Trainee(model, model, engine=zero, zero=zero)
+    if impl == "mpitrain-diloco":
+        from ..parallel import SingleRank
+        from ..parallel.diloco import DiLoCo
+
+        def make_inner(model, comm):
+            inner = SingleRank() if comm.size == 1 else apply_data_parallel(
+                model, comm, bucket_mb=args.bucket_mb, grad_dtype=args.grad_dtype,
+                tail_mb=args.tail_cuts_mb)
+            return inner, _adamw(model.parameters(), device)
+        outer = DiLoCo(model, world, make_inner, args.workers or world.num_nodes, args.sync_every)
+        return Trainee(_split_compiled(model, args) if args.compile else model, model,
+                       engine=outer, outer=outer)
     engine = apply_data_parallel(model, world, bucket_mb=args.bucket_mb, grad_dtype=args.grad_dtype,
                                  overlap=impl != "mpitrain-sync", naive=impl == "naive",
                                  copy_engine=False if impl == "mpitrain-sm" else None,
@@ -173,7 +199,8 @@ def run_round(impl, cfg, world, device, args, batches):
     if on_gpu:
         torch.cuda.empty_cache()
     t = build(impl, cfg, world, device, args)
-    opt = t.zero.optimizer if t.zero is not None else _adamw(t.model.parameters(), device)
+    opt = t.zero.optimizer if t.zero is not None else t.optimizer or _adamw(t.model.parameters(),
+                                                                            device)
     dtype = getattr(torch, AUTOCAST.get(args.precision, "float32"))
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     loss = None
@@ -189,6 +216,7 @@ def run_round(impl, cfg, world, device, args, batches):
         else:
             opt.step()
             opt.zero_grad(set_to_none=args.grads_to_none)
+        t.after_step()
         return loss
 
     if on_gpu:

@@ -65,13 +65,10 @@ def load(root, model, engine, optimizer, groups, world):
     Returns {"step", "extra", "run_id", "directory", "skipped": [(directory, why)], "rng" (this
     rank's, when the world size matches)}, or None when none is usable ("skipped" then lost)."""
     skipped = []
-    for directory in reversed(valid_checkpoints(root)):
-        try:
-            manifest = read_manifest(directory)
-            payloads = read_shards(directory, manifest)
-        except CheckpointError as exc:
-            skipped.append((str(directory), str(exc)))
-            continue
+    for directory, manifest, payloads in newest_usable(root, skipped):
+        if "diloco" in manifest:
+            raise CheckpointError(f"{directory}: saved by --parallel diloco; resume it with "
+                                  f"--parallel diloco")
         with _whole(engine):
             _check_model(manifest, groups, _names(model), directory)
             restore(engine, optimizer, groups, assemble(manifest, payloads),
@@ -80,9 +77,23 @@ def load(root, model, engine, optimizer, groups, world):
         return {"step": manifest["step"], "extra": manifest["extra"], "directory": str(directory),
                 "run_id": manifest.get("run_id"), "skipped": skipped,
                 "rng": payloads[world.rank]["rng"] if same_world else None}
+    return None
+
+
+def newest_usable(root, skipped):
+    """(directory, manifest, payloads) of each checkpoint under root, newest first, whose
+    manifest and shards read back intact; the damaged ones go into `skipped` as (directory,
+    why). When every one was damaged: CheckpointError listing why."""
+    for directory in reversed(valid_checkpoints(root)):
+        try:
+            manifest = read_manifest(directory)
+            payloads = read_shards(directory, manifest)
+        except CheckpointError as exc:
+            skipped.append((str(directory), str(exc)))
+            continue
+        yield directory, manifest, payloads
     if skipped:
         raise CheckpointError("no usable checkpoint: " + "; ".join(why for _, why in skipped))
-    return None
 
 
 def _whole(engine):

@@ -114,6 +114,20 @@ class Communicator:
         return Communicator(self.mpi_comm, self.topology, timeout=self.timeout, debug=self.debug,
                             gpu_transport=self.gpu_transport_choice)
 
+    def split(self, color, key=None):
+        """Collective: a Communicator over the ranks that pass the same `color` (ordered by `key`,
+        default this rank), with its own topology (which of its ranks share a node) and the same
+        timeout, debug mode and GPU transport choice as this one."""
+        from .world import Topology
+        comm = self.mpi_comm.Split(int(color), self.rank if key is None else int(key))
+        nodes = comm.allgather(self.topology.node)
+        order = list(dict.fromkeys(nodes))            # nodes by their first rank in the split
+        mine = self.topology.node
+        topology = Topology(nodes[:comm.Get_rank()].count(mine), nodes.count(mine),
+                            order.index(mine), len(order))
+        return Communicator(comm, topology, timeout=self.timeout, debug=self.debug,
+                            gpu_transport=self.gpu_transport_choice)
+
     # ----------------------------------------------------------------- helpers for every rank
     def print0(self, *args, **kwargs):
         """print on rank 0 only, flushed."""

@@ -18,20 +18,15 @@ class Levels:
     """The two communicators of a hierarchical collective, made once (collectively)."""
 
     def __init__(self, parent):
-        from .world import Topology
-        comm, t = parent.mpi_comm, parent.topology
-        sizes = comm.allgather(t.local_size)
+        t = parent.topology
+        sizes = parent.mpi_comm.allgather(t.local_size)
         self.rank = parent.rank
         self.reason = None
         if len(set(sizes)) > 1:
             self.reason = (f"nodes hold different numbers of ranks ({sorted(set(sizes))}); the "
                            f"hierarchical all-reduce pairs local rank j of every node")
-        self.node = type(parent)(comm.Split(t.node, parent.rank),
-                                 Topology(t.local_rank, t.local_size, t.node, 1),
-                                 timeout=parent.timeout, debug=parent.debug)
-        self.cross = type(parent)(comm.Split(t.local_rank, parent.rank),
-                                  Topology(0, 1, t.node, t.num_nodes),
-                                  timeout=parent.timeout, debug=parent.debug)
+        self.node = parent.split(t.node)             # the ranks of this node
+        self.cross = parent.split(t.local_rank)      # local rank j of every node
 
 
 def chunks(count, parts):

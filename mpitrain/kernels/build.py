@@ -28,10 +28,10 @@ CPU_LIB = LIB_DIR / "libmpitrain_cpu.so"
 CUDA_LIB = LIB_DIR / "libmpitrain_cuda.so"
 MPI_LIB = LIB_DIR / "libmpitrain_mpi.so"
 MPI_SOURCES = ["mpi_small.c", "cpu_reduce.c", "error.c"]
-CPU_SOURCES = ["error.c", "cpu_reduce.c", "cpu_pack.c"]
-CUDA_SOURCES = ["cuda_reduce.cu", "cuda_pack.cu", "cuda_ipc.cu", "cuda_peer.cu",
+CPU_SOURCES = ["error.c", "cpu_reduce.c", "cpu_pack.c", "cpu_quantize.c"]
+CUDA_SOURCES = ["cuda_reduce.cu", "cuda_pack.cu", "cuda_quantize.cu", "cuda_ipc.cu", "cuda_peer.cu",
                 "cuda_peer_ce.cu"]
-HEADERS = ["mt_common.h", "cpu_convert.h", "cuda_common.cuh", "cuda_peer.cuh"]
+HEADERS = ["mt_common.h", "cpu_convert.h", "cuda_common.cuh", "cuda_peer.cuh", "quantize_format.h"]
 # -ffp-contract=off: no fused multiply-add, so results match the numpy reference bit for bit.
 C_FLAGS = ["-O3", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared", "-fvisibility=hidden",
            "-Wall", "-std=gnu11"]
@@ -64,7 +64,7 @@ def build_host_library(compiler, lib, sources, force):
     tmp = lib.with_suffix(".so.tmp")
     # -march=native: the library is built on the machine that runs it; retry without if refused.
     for arch in (["-march=native"], []):
-        if run([compiler, *C_FLAGS, *arch, *sources, "-o", tmp]):
+        if run([compiler, *C_FLAGS, *arch, *sources, "-lm", "-o", tmp]):
             tmp.replace(lib)          # atomic: a half-written library is never loaded
             print(f"kernels: built {lib} ({compiler})")
             return True

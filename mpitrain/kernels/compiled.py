@@ -33,6 +33,8 @@ _CPU_SIGNATURES = {
     "mt_cpu_divide": [_ptr, _i64, _int, _dbl],
     "mt_cpu_pack": [_SLOTS, _int, _int, _ptr, _int, _dbl],
     "mt_cpu_unpack": [_SLOTS, _int, _int, _ptr, _int, _dbl, _int],
+    "mt_cpu_quantize": [_ptr, _i64, _int, _ptr, _ptr],
+    "mt_cpu_dequantize": [_ptr, _ptr, _i64, _int, _ptr, _int],
     "mt_cpu_set_threads": [_int],
     "mt_cpu_get_threads": [],
 }
@@ -43,6 +45,8 @@ _CUDA_SIGNATURES = {
                                     _int, _ptr],
     "mt_cuda_pack": [_SLOTS, _int, _int, _ptr, _int, _dbl, _int, _ptr],
     "mt_cuda_unpack": [_SLOTS, _int, _int, _ptr, _int, _dbl, _int, _int, _ptr],
+    "mt_cuda_quantize": [_ptr, _i64, _int, _ptr, _ptr, _ptr],
+    "mt_cuda_dequantize": [_ptr, _ptr, _i64, _int, _ptr, _int, _ptr],
     "mt_cuda_device_count": [ctypes.POINTER(_int)],
     "mt_ipc_export": [_ptr, _int, _ptr, ctypes.POINTER(_i64)],
     "mt_ipc_open": [_ptr, _int, ctypes.POINTER(_ptr)],

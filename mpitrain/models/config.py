@@ -86,6 +86,9 @@ VARIANTS = {v.name: v for v in (
     # teaching and test sizes: 8x8 grey digits and 32x32 colour images, 10 classes
     _variant("vit_digits", 4, 64, 128, 4, 0, patch=2, img=8, chans=1, classes=10),
     _variant("vit_cifar", 6, 192, 384, 3, 0, patch=4, img=32, chans=3, classes=10),
+    # many parameters for little compute (5 tokens an image): where the links, not the cores,
+    # set the step time; the low-communication benchmark's model (bench/cluster_diloco.py)
+    _variant("vit_digits_wide", 4, 256, 512, 4, 0, patch=4, img=8, chans=1, classes=10),
 )}
 
 ALIASES = {

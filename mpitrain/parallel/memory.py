@@ -90,10 +90,15 @@ def _block_params(cfg):
 
 def predict(cfg, parallel, world_size, micro_batch, precision="fp32", optimizer="adamw",
             grad_dtype="fp32", bucket_mb=25.0, checkpoint_activations=False, window=1,
-            keep_between=False, param_dtype="fp32", grad_views=True):
+            keep_between=False, param_dtype="fp32", grad_views=True, diloco=None):
     """The items of one rank's peak and the peak itself: ([Item], peak bytes). param_dtype
     (zero3): the dtype blocks are gathered and computed in; grad_views (dp): fp32 gradients are
-    views of their buckets (False: --no-grad-views, the buckets are memory of their own)."""
+    views of their buckets (False: --no-grad-views, the buckets are memory of their own).
+    diloco: {"inner": dp | zero1 | zero2, "workers": k, "fragments": F, "outer_dtype": ...}:
+    the inner engine over world_size / k ranks, plus the outer state (parallel/diloco.py)."""
+    if parallel == "diloco":
+        return _predict_diloco(cfg, world_size, micro_batch, precision, optimizer, grad_dtype,
+                               bucket_mb, checkpoint_activations, grad_views, diloco)
     psi = cfg.count_params()
     p = world_size
     stage = parallel if parallel.startswith("zero") else "dp"
@@ -146,6 +151,33 @@ def predict(cfg, parallel, world_size, micro_batch, precision="fp32", optimizer=
                  ("16-bit weight copies", "activations", "backward temporaries"))
     peak = max(states + casts + kept + temporaries, states + grads_at_end)
     return items, peak
+
+
+def _predict_diloco(cfg, world_size, micro_batch, precision, optimizer, grad_dtype, bucket_mb,
+                    checkpoint_activations, grad_views, diloco):
+    """Sharded over the worker's m ranks: theta_global and the outer momentum (and the error
+    feedback when compressed), 4 bytes each per element of the shard. An outer step runs after
+    the optimizer's, when the activations are gone; it holds the outer gradient of the shard and
+    the gathered theta_global of one fragment (4 bytes x params / F; with overlap also the
+    fragment's theta_local at the start and, at the merge, its theta_local now and their
+    difference)."""
+    m = world_size // diloco["workers"]
+    items, peak = predict(cfg, diloco["inner"], m, micro_batch, precision, optimizer, grad_dtype,
+                          bucket_mb, checkpoint_activations, grad_views=grad_views)
+    states = sum(i.bytes for i in items if i.name in ("parameters", "gradients", "optimizer state",
+                                                      "wire buckets"))
+    psi = cfg.count_params()
+    shard = -(-psi // m)
+    copies = 2 + (diloco["outer_dtype"] != "fp32")
+    outer = 4 * copies * shard
+    items.append(Item("outer state", outer,
+                      f"theta_global + momentum{' + error feedback' if copies == 3 else ''}, 1/{m}"))
+    fragment = 4 * -(-psi // diloco["fragments"])
+    temporaries = fragment * (3 if diloco.get("overlap") else 1) + fragment // m
+    items.append(Item("outer step temporaries", temporaries,
+                      "after the optimizer step: a fragment's gathered theta_global and its "
+                      "shard's outer gradient" + (" and local copies" if diloco.get("overlap") else "")))
+    return items, max(peak + outer, states + outer + temporaries)
 
 
 def storage_bytes(tensors):

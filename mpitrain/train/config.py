@@ -9,7 +9,8 @@ from ..data import SOURCES
 from ..parallel.buckets import parse_tail_mb
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-PARALLEL = ("dp", "dp-naive", "zero1", "zero2", "zero3")
+PARALLEL = ("dp", "dp-naive", "zero1", "zero2", "zero3", "diloco")
+DILOCO_INNER = ("dp", "zero1", "zero2")
 GRAD_DTYPES = ("fp32", "bf16", "fp16")
 
 
@@ -41,7 +42,7 @@ class TrainConfig:
     log_every: int = 10              # steps between progress / JSON lines
     log_jsonl: str = ""              # write metrics as JSON lines here (rank 0)
     device: str = "auto"             # auto (the local rank's GPU if any, else CPU) | cpu | cuda
-    parallel: str = "dp"             # dp (bucketed, overlapped) | dp-naive (per-parameter, after backward) | zero1 | zero2 | zero3
+    parallel: str = "dp"             # dp (bucketed, overlapped) | dp-naive (per-parameter, after backward) | zero1 | zero2 | zero3 | diloco (workers apart, outer steps every --sync-every)
     bucket_mb: float = 25.0          # dp: gradient bucket cap in MB (one bucket per parameter when tiny)
     first_bucket_mb: float = 1.0     # dp: cap of the first bucket (the last layers), sent earliest
     tail_mb: str = "24,6"            # dp: end a bucket (and with --compile a compiled piece) where the parameter MB still to come in backward drop to each of these, so little is left to all-reduce after backward ("none": no cuts)
@@ -53,6 +54,14 @@ class TrainConfig:
     zero3_window: int = 1            # zero3: blocks gathered ahead of the one computing (0: none)
     zero3_keep_between: bool = False   # zero3: keep each block gathered from its forward to its backward
     param_dtype: str = "fp32"        # zero3: parameters all-gathered and computed in fp32 | bf16 (shards and optimizer stay fp32)
+    workers: int = 0                 # diloco: groups of ranks that train apart (0: one per node)
+    inner: str = "dp"                # diloco: each worker's engine over its ranks: dp | zero1 | zero2
+    sync_every: int = 50             # diloco: inner steps between outer steps (H)
+    outer_lr: float = 0.7            # diloco: outer SGD learning rate
+    outer_momentum: float = 0.9      # diloco: outer Nesterov momentum (0: plain SGD)
+    fragments: int = 1               # diloco: streaming, the blocks in F fragments synced at staggered steps
+    overlap: int = 0                 # diloco: inner steps a fragment's exchange runs behind (< sync_every / fragments)
+    outer_dtype: str = "fp32"        # diloco: outer gradients on the wire: fp32 | bf16 | int8 | int4 (error feedback)
     checkpoint_dir: str = ""         # save checkpoints here (each rank its shard; any world size resumes)
     checkpoint_every: int = 0        # steps between checkpoints (0: only at the end)
     checkpoint_keep: int = 3         # newest checkpoints kept; older ones are deleted
@@ -94,6 +103,12 @@ class TrainConfig:
             parse_tail_mb(self.tail_mb)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.parallel == "diloco":
+            if self.inner not in DILOCO_INNER:
+                raise ConfigError(f"--inner {self.inner}: DiLoCo composes with "
+                                  f"{', '.join(DILOCO_INNER)} inside a worker")
+            if self.precision == "fp16":
+                raise ConfigError("--parallel diloco with --precision fp16: use bf16 or fp32")
         if self.resume and not self.checkpoint_dir:
             raise ConfigError("--resume needs --checkpoint-dir (where to look for checkpoints)")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoint, kernels
+from ..checkpoint import diloco as diloco_checkpoint
 from ..comm.world import cores_per_rank
 from ..data import ShardedSampler, load_dataset
 from ..data.sampler import eval_indices
@@ -24,6 +25,7 @@ from ..models.split_compile import compile_in_pieces
 from ..parallel import (SingleRank, Zero, Zero3, apply_data_parallel, apply_zero, apply_zero3,
                         memory)
 from ..parallel.buckets import parse_tail_mb
+from ..parallel.diloco import DiLoCo, DiLoCoConfigError
 from .config import ConfigError
 from .metrics import JsonLines, Progress, measure_matmul_tflops
 from .run_dir import check_checkpoint_dir, resume_note
@@ -76,7 +78,10 @@ def make_optimizer(cfg, groups, device):
 
 def make_parallel(cfg, model, world, device):
     """(engine, optimizer): data parallel (bucketed or naive) with a full optimizer, or ZeRO
-    with an optimizer over this rank's shard; one rank alone needs no engine."""
+    with an optimizer over this rank's shard; one rank alone needs no engine. DiLoCo wraps one
+    of these over each worker's ranks."""
+    if cfg.parallel == "diloco":
+        return make_diloco(cfg, model, world, device)
     groups = param_groups(cfg, model)
     if cfg.parallel == "zero3":
         zero = apply_zero3(model, world, lambda shard_groups: make_optimizer(cfg, shard_groups, device),
@@ -95,6 +100,24 @@ def make_parallel(cfg, model, world, device):
         naive=cfg.parallel == "dp-naive", grad_views=cfg.grad_views,
         tail_mb=parse_tail_mb(cfg.tail_mb))
     return dp, make_optimizer(cfg, groups, device)
+
+
+def make_diloco(cfg, model, world, device):
+    def make_inner(model, comm):
+        inner = type(cfg)(**{**vars(cfg), "parallel": cfg.inner})
+        return make_parallel(inner, model, comm, device)
+    try:
+        engine = DiLoCo(model, world, make_inner, diloco_shape(cfg, world)["workers"], cfg.sync_every,
+                        cfg.outer_lr, cfg.outer_momentum, cfg.fragments, cfg.overlap,
+                        cfg.outer_dtype)
+    except DiLoCoConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return engine, engine.optimizer
+
+
+def diloco_shape(cfg, world):
+    return {"inner": cfg.inner, "workers": cfg.workers or world.num_nodes,
+            "fragments": cfg.fragments, "outer_dtype": cfg.outer_dtype, "overlap": cfg.overlap}
 
 
 def memory_report(cfg, mcfg, world, device, rss_before_model, measure):
@@ -116,7 +139,8 @@ def memory_report(cfg, mcfg, world, device, rss_before_model, measure):
     items, peak = memory.predict(mcfg, parallel, world.size, cfg.micro_batch_size, cfg.precision,
                                  cfg.optimizer, cfg.grad_dtype, cfg.bucket_mb,
                                  cfg.checkpoint_activations, cfg.zero3_window,
-                                 cfg.zero3_keep_between, cfg.param_dtype, cfg.grad_views)
+                                 cfg.zero3_keep_between, cfg.param_dtype, cfg.grad_views,
+                                 diloco=diloco_shape(cfg, world) if parallel == "diloco" else None)
     text = memory.report(items, peak, measured, how, world.rank, parallel, world.size)
     for t in world.gather_object(text, root=0) or []:
         world.print0(t)
@@ -188,7 +212,9 @@ def train(cfg, world):
     # split by parameter shape)
     groups = [g["params"] for g in param_groups(cfg, model)]
     dp, optimizer = make_parallel(cfg, model, world, device)
-    zero = dp if isinstance(dp, (Zero, Zero3)) else None
+    inner = dp.inner if isinstance(dp, DiLoCo) else dp
+    zero = inner if isinstance(inner, (Zero, Zero3)) else None
+    outer = dp if isinstance(dp, DiLoCo) else None
     step_model = model
     if cfg.compile:        # with other ranks: in pieces, so gradients still come piece by piece
         if world.size == 1:
@@ -227,7 +253,10 @@ def train(cfg, world):
     stop = min(total, cfg.stop_at_step) if cfg.stop_at_step else total
     loss_sum = np.zeros(1, np.float64)         # the last step's loss, averaged over ranks
     if cfg.resume:
-        info = checkpoint.load(cfg.checkpoint_dir, model, dp, optimizer, groups, world)
+        if outer is not None:
+            info = diloco_checkpoint.load(cfg.checkpoint_dir, model, outer, groups, world)
+        else:
+            info = checkpoint.load(cfg.checkpoint_dir, model, dp, optimizer, groups, world)
         for line in resume_note(cfg, info, stop):
             world.print0(line)
         if info is not None:
@@ -269,6 +298,8 @@ def train(cfg, world):
                 scaler.update()
                 optimizer.zero_grad(set_to_none=False)
             step += 1
+            if outer is not None:
+                outer.after_inner_step(step)     # an outer step where one is due
             pending.append((step, local_loss))
             if cfg.memory_report and step in (1, min(2, stop)):
                 memory_report(cfg, mcfg, world, device, rss_before_model, measure=step == min(2, stop))
@@ -297,11 +328,15 @@ def train(cfg, world):
                     progress.write(f"epoch {epoch} step {step}: test accuracy {accuracy * 100:.2f}%")
                     log.write(step=step, epoch=epoch, test_accuracy=accuracy, time=time.time())
             if saving:
-                checkpoint.save(cfg.checkpoint_dir, step, model, dp, optimizer, groups, world,
-                                run_id, extra={"epoch": epoch, "config": vars(cfg).copy(),
-                                               "loss": loss_sum[0], "test_accuracy": accuracy},
-                                rng={"torch": torch.get_rng_state(), "gen": gen.get_state()},
-                                keep=cfg.checkpoint_keep)
+                extra = {"epoch": epoch, "config": vars(cfg).copy(), "loss": loss_sum[0],
+                         "test_accuracy": accuracy}
+                rng = {"torch": torch.get_rng_state(), "gen": gen.get_state()}
+                if outer is not None:
+                    diloco_checkpoint.save(cfg.checkpoint_dir, step, model, outer, groups, world,
+                                           run_id, extra=extra, rng=rng, keep=cfg.checkpoint_keep)
+                else:
+                    checkpoint.save(cfg.checkpoint_dir, step, model, dp, optimizer, groups, world,
+                                    run_id, extra=extra, rng=rng, keep=cfg.checkpoint_keep)
         epoch += 1
         skip = 0
     progress.close()

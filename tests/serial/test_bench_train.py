@@ -48,3 +48,17 @@ def test_bench_train_refuses_an_unknown_impl():
     proc = run_mpi(2, ["-m", "mpitrain.bench", "train", "--impl", "horovod"], timeout=120)
     assert proc.returncode != 0
     assert "--impl horovod: choose from" in proc.stderr + proc.stdout
+
+
+def test_bench_train_diloco_before_its_first_outer_step_is_data_parallel(tmp_path):
+    """One worker and no outer step due within the round: DiLoCo's inner engine alone, which must
+    train what DDP trains; the outer step itself is tested in tests/mpi/test_diloco.py."""
+    out = tmp_path / "train.json"
+    proc = run_mpi(2, ["-m", "mpitrain.bench", "train", "vit_digits", "--impl",
+                       "mpitrain-diloco,ddp", "--workers", "1", "--sync-every", "1000",
+                       "--steps", "3", "--warmup", "1", "--rounds", "1", "--batch-size", "16",
+                       "--json", str(out)], timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r["impl"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["mpitrain-diloco"]["final_loss"] == pytest.approx(rows["ddp"]["final_loss"],
+                                                                   rel=1e-5)

@@ -73,3 +73,10 @@ def test_lab5_data_parallel():
 def test_lab7_baselines():
     out = run_lab("07_baselines.py", "--quick", timeout=400)
     assert "mpi (native)" in out and "ddp" in out
+
+
+def test_lab8_diloco():
+    out = run_lab("08_diloco.py", "--epochs", "1", "--sync-every", "5")
+    assert "MB between workers" in out and "fewer bytes between workers" in out
+    proc = run_mpi(2, [str(LABS / "08_diloco.py"), "--png", "x.png"], timeout=60)
+    assert proc.returncode != 0 and "lab 8 has no step-through" in proc.stderr
