@@ -13,6 +13,7 @@ import sys
 
 from ..checkpoint import CheckpointError
 from ..comm import init
+from ..comm.launcher import foreign_launcher
 from ..comm.watchdog import abort_job
 from .config import ConfigError
 from .loop import RankError, TrainingError, train
@@ -26,6 +27,10 @@ def main(argv=None):
     from .config import from_args
     cfg = from_args(argv)
     world = init()
+    wrong_start = foreign_launcher(world.size)
+    if wrong_start:
+        print(f"mpitrain.train: error: {wrong_start}", file=sys.stderr, flush=True)
+        sys.exit(2)
     try:
         train(cfg, world)
     except EVERY_RANK as exc:
