@@ -41,7 +41,10 @@ def scatter_compute_reduce(world, rank, p, with_mpi4py):
 
 
 def main():
-    lab_args(__doc__)
+    args = lab_args(__doc__)
+    if args.step or args.trace or args.png or args.size != 8:
+        raise SystemExit("lab 1 has no step-through, trace, picture or buffer size: --step, "
+                         "--trace, --png and --size are for labs 02-04")
     world = init()
     rank, p = world.rank, world.size
     comm = world.mpi_comm
@@ -62,12 +65,10 @@ def main():
     for label, with_mpi4py in (("mpi4py's collectives", True), ("mpitrain's collectives", False)):
         mine, half, total, average = scatter_compute_reduce(world, rank, p, with_mpi4py)
         results[label] = (mine, half, average)
-        world.print0(f"-- {label}")
-        for r in range(p):                        # print in rank order
-            if r == rank:
-                print(f"rank {rank}: got {mine:g}, halved to {half:g}, average {average:g}"
-                      + (f" (sum of halves {total:g})" if rank == 0 else ""), flush=True)
-            world.barrier()
+        line = (f"rank {rank}: got {mine:g}, halved to {half:g}, average {average:g}"
+                + (f" (sum of halves {total:g})" if rank == 0 else ""))
+        lines = world.gather_object(line, root=0)   # rank 0 prints them all, in rank order
+        world.print0("\n".join([f"-- {label}", *(lines or [])]))
 
     expected_avg = sum(VALUES[i % 4] for i in range(p)) / 2 / p          # the arithmetic oracle
     ours, theirs = results["mpitrain's collectives"], results["mpi4py's collectives"]

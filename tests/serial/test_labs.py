@@ -22,6 +22,9 @@ def test_lab1_scatter_compute_reduce_broadcast(ranks):
     if ranks == 4:
         assert "rank 0: got 39, halved to 19.5, average 35.25 (sum of halves 141)" in out
         assert out.count(", average 35.25") == 8         # 4 ranks x (mpi4py, mpitrain)
+        ranks = [int(line.split()[1].rstrip(":")) for line in out.splitlines()
+                 if line.startswith("rank ") and ": got " in line]
+        assert ranks == [0, 1, 2, 3, 0, 1, 2, 3]          # in rank order, every run
 
 
 def test_lab2_trees(tmp_path):
