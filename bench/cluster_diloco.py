@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from mpitrain.cluster.launch import run_command  # noqa: E402
 RUNS = {
     "dp": ["--parallel", "dp"],
     "diloco H=10": ["--parallel", "diloco", "--sync-every", "10"],
@@ -61,12 +63,11 @@ def main():
         for rate in args.rates.split(","):
             for name in args.runs.split(","):
                 log = Path(tmp) / f"{rate}-{len(results)}.jsonl"
-                command = [sys.executable, "-m", "mpitrain.cluster", "run", "--nodes", "2",
-                           "--ranks-per-node", "2", "--link", rate, "--", sys.executable, "-m",
-                           "mpitrain.train", args.model, "--epochs", str(args.epochs),
+                command = run_command(2, 2, rate, [
+                           sys.executable, "-m", "mpitrain.train", args.model, "--epochs", str(args.epochs),
                            "--batch-size", str(args.batch_size), "--lr", args.lr,
                            "--log-every", str(log_every), "--no-progress", "--log-jsonl",
-                           str(log), *RUNS[name], *args.extra.split()]
+                           str(log), *RUNS[name], *args.extra.split()])
                 proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
                 if proc.returncode != 0:
                     raise SystemExit(f"{name} at {rate} failed:\n{proc.stdout[-2000:]}"

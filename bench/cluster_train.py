@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from mpitrain.cluster.launch import run_command  # noqa: E402
 
 
 def train_args(steps, log, extra):
@@ -55,9 +57,7 @@ def main():
         rows.append({"where": "one node, 4 ranks", "link": "shared memory", "step_s": base})
         for rate in args.rates.split(","):
             log = Path(tmp) / f"{rate}.jsonl"
-            run([sys.executable, "-m", "mpitrain.cluster", "run", "--nodes", "2",
-                 "--ranks-per-node", "2", "--link", rate, "--",
-                 *train_args(args.steps, log, extra)], env)
+            run(run_command(2, 2, rate, train_args(args.steps, log, extra)), env)
             rows.append({"where": "2 nodes x 2 ranks", "link": rate, "step_s": step_time(log)})
     lines = ["| ranks | link | step ms | vs one node |", "|---|---|---|---|"]
     for r in rows:

@@ -25,7 +25,6 @@ from pathlib import Path
 from ..cluster.links import parse_rate
 
 FLAT = ("ring", "recursive_doubling")
-BOUND = {"ring": 1.0, "recursive_doubling": 0.75, "hierarchical": 1.5}   # x R, 2 nodes x 2 ranks
 
 
 def rate_of(path):

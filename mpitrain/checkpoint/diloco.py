@@ -17,13 +17,10 @@ shards over its new shard ranges.
 """
 import torch
 
+from . import _check_model, _names, newest_usable
 from .state import describe_groups, local_slices, owned_ranges, restore
 from .store import (CheckpointError, assemble, prune, step_dir, write_manifest, write_run_id,
                     write_shard)
-
-
-def _names(model):
-    return {id(p): n for n, p in model.named_parameters()}
 
 
 def save(root, step, model, engine, groups, world, run_id, extra=None, rng=None, keep=3):
@@ -91,7 +88,6 @@ def _check_shape(manifest, engine, directory):
 def load(root, model, engine, groups, world):
     """The newest usable DiLoCo checkpoint under root, restored; the same answer as
     checkpoint.load (None when there is none)."""
-    from . import _check_model, newest_usable
     skipped = []
     for directory, manifest, payloads in newest_usable(root, skipped):
         shape = _check_shape(manifest, engine, directory)

@@ -45,6 +45,13 @@ def mpiexec_command(cluster, ranks_per_node, command, mpiexec=None):
             *command]
 
 
+def run_command(nodes, ranks_per_node, link, command):
+    """`python -m mpitrain.cluster run ...` for COMMAND, as a list (what tests and benchmarks
+    launch)."""
+    return [sys.executable, "-m", "mpitrain.cluster", "run", "--nodes", str(nodes),
+            "--ranks-per-node", str(ranks_per_node), "--link", link, "--", *command]
+
+
 def environment():
     """What the job's processes need beyond the caller's environment (Open MPI as root)."""
     env = dict(os.environ)

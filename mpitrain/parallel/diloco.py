@@ -36,6 +36,7 @@ import threading
 
 import torch
 
+from .. import kernels
 from ..comm.algorithms.blocks import even_counts
 from .compress import BLOCK, FORMATS, ErrorFeedback, decompress
 from .replicate import broadcast_parameters
@@ -96,6 +97,7 @@ class Fragment:
         self.index = index
         self.params = params
         self.count = sum(p.numel() for p in params)
+        self.offsets = [sum(p.numel() for p in params[:i]) for i in range(len(params))]
         # shards cut at multiples of the compression block, so the blocks (and the compressed
         # outer gradient) are the same whatever the number of ranks in a worker
         blocks = even_counts(-(-self.count // BLOCK), worker_comm.size)
@@ -111,15 +113,13 @@ class Fragment:
         self.started = None                                   # theta_local at the sync's start
 
     def flat(self):
-        return torch.cat([p.detach().reshape(-1).float() for p in self.params])
+        """theta_local of the fragment, one float32 vector (the fused pack of kernels/)."""
+        out = torch.empty(self.count, dtype=torch.float32, device=self.params[0].device)
+        return kernels.pack([p.detach() for p in self.params], out, self.offsets)
 
     def write(self, flat):
-        offset = 0
         with torch.no_grad():
-            for p in self.params:
-                n = p.numel()
-                p.copy_(flat[offset: offset + n].view_as(p))
-                offset += n
+            kernels.unpack(flat, [p.data for p in self.params], self.offsets)
 
 
 class DiLoCo:
@@ -128,7 +128,6 @@ class DiLoCo:
         blocks = list(blocks if blocks is not None else model.blocks)
         check_settings(world.size, workers, sync_every, fragments, overlap, outer_dtype,
                        len(blocks))
-        self.world = world
         self.workers, self.sync_every = workers, sync_every
         self.outer_lr, self.outer_momentum = outer_lr, outer_momentum
         self.overlap, self.outer_dtype = overlap, outer_dtype
