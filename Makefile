@@ -7,7 +7,8 @@
 #   make bench     the collectives benchmark, hand-rolled against MPI's own, 4 ranks
 #
 # A system MPI instead of the PyPI Open MPI wheel:  make install MPICC=mpicc MPIEXEC=mpiexec
-# (mpi4py is then built from source against it, and tests launch with that mpiexec).
+# (mpi4py is then built from source against it, the kernels' MPI library with that mpicc, and
+# tests launch with that mpiexec; another MPICC later reinstalls mpi4py in the existing .venv).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -33,20 +34,27 @@ export MPITRAIN_MPIEXEC := $(MPIEXEC) $(MPIEXEC_FLAGS)
 MPI_TEST_TIMEOUT ?= 900
 RANKS ?= 4
 STAMP := $(VENV)/.mpitrain-installed
+MPICC_USED := $(VENV)/.mpicc
 
-.PHONY: install kernels train test test-serial test-mpi bench clean
+.PHONY: install kernels train test test-serial test-mpi bench clean FORCE
 
 install: $(STAMP) kernels
 
 # The C kernels everywhere, the CUDA kernels wherever nvcc is; skips what is up to date.
 kernels: $(STAMP)
-	$(PY) -m mpitrain.kernels.build
+	env MPICC="$(MPICC)" $(PY) -m mpitrain.kernels.build
 
-$(STAMP): setup.py Makefile
+# Remembers the MPICC of the last install: a different one rebuilds mpi4py against it.
+$(MPICC_USED): FORCE
+	@mkdir -p $(VENV)
+	@echo '$(MPICC)' | cmp -s - $@ 2>/dev/null || echo '$(MPICC)' > $@
+
+$(STAMP): setup.py pyproject.toml Makefile $(MPICC_USED)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	env MPICC="$(MPICC)" $(PIP) install -q $(MPI_PACKAGES)
-	$(PIP) install -q numpy pytest pytest-mpi hypothesis matplotlib tqdm scikit-learn pillow
+	env MPICC="$(MPICC)" $(PIP) install -q --force-reinstall --no-cache-dir --no-deps $(MPI_PACKAGES)
+	$(PIP) install -q "setuptools>=77" numpy pytest pytest-mpi hypothesis matplotlib tqdm \
+	  scikit-learn pillow safetensors tensorboard
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 

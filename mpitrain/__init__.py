@@ -1,3 +1,3 @@
 """mpitrain: hand-rolled MPI collectives and the data-parallel / ZeRO training built on them."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

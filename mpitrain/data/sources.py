@@ -55,7 +55,11 @@ def _stats(train_images):
 
 
 def load_digits():
-    from sklearn.datasets import load_digits as sk_digits
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError:
+        raise DataError("--data digits reads scikit-learn's bundled digits, and scikit-learn is "
+                        "not installed: pip install 'mpitrain[train]' (or scikit-learn)") from None
     d = sk_digits()
     images = d.images.astype(np.float32)[:, None]                 # (1797, 1, 8, 8), 0..16
     labels = d.target.astype(np.int64)

@@ -8,7 +8,7 @@ trainer's banner, the benchmarks and `python -m mpitrain.comm.info`.
 """
 import sys
 
-from . import compiled
+from . import compiled, locations
 
 _announced = []
 
@@ -17,7 +17,7 @@ def describe_backend():
     lib = compiled.cpu_lib()
     host = (f"compiled C (OpenMP, {lib.mt_cpu_get_threads()} threads)" if lib is not None
             else "numpy fallback (csrc/ not built: run `python -m mpitrain.kernels.build`)")
-    cuda_built = (compiled.LIB_DIR / "libmpitrain_cuda.so").exists()
+    cuda_built = locations.find_library("libmpitrain_cuda.so") is not None
     gpu = "CUDA kernels built" if cuda_built else "CUDA kernels not built (torch fallback on GPU)"
     return f"host: {host}; gpu: {gpu}"
 

@@ -1,15 +1,16 @@
 """ctypes bindings to the compiled kernels in csrc/ (built by `python -m mpitrain.kernels.build`).
 
-Each library is loaded on first use; a missing library is None and the callers fall back to
+Each library is loaded on first use, from the package's _lib or the cache directory
+(locations.py); one found in neither is built into the cache then, where the sources are
+(build.build_at_first_use). A library that cannot be had is None and the callers fall back to
 numpy or torch. The CUDA library is loaded only when a GPU buffer first arrives, so a CPU-only
 process never touches the CUDA driver. Every C entry point returns 0 or -1; `check` turns -1
 into a KernelError carrying the C side's "csrc/file.c:line: message".
 """
 import ctypes
 import os
-from pathlib import Path
 
-LIB_DIR = Path(__file__).resolve().parent / "_lib"
+from . import locations
 
 DTYPE_CODES = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3, "int64": 4, "int32": 5,
                "uint8": 6}
@@ -80,8 +81,13 @@ def _load(name, signatures):
     if name in _loaded:
         return _loaded[name]
     lib = None
-    path = LIB_DIR / name
-    if path.exists() and os.environ.get("MPITRAIN_KERNELS", "") != "reference":
+    path = None
+    if os.environ.get("MPITRAIN_KERNELS", "") != "reference":
+        path = locations.find_library(name)
+        if path is None:
+            from .build import build_at_first_use
+            path = build_at_first_use(name)
+    if path is not None:
         lib = ctypes.CDLL(str(path))
         for fn, argtypes in signatures.items():
             getattr(lib, fn).argtypes = argtypes
@@ -122,7 +128,7 @@ def mpi_lib():
         return _loaded["mpi-usable"]
     lib = None
     if os.environ.get("MPITRAIN_SMALL_ALLREDUCE", "c") != "python":
-        lib = _load("libmpitrain_mpi.so", _MPI_SIGNATURES) if (LIB_DIR / "libmpitrain_mpi.so").exists() else None
+        lib = _load("libmpitrain_mpi.so", _MPI_SIGNATURES)
     if lib is not None:
         from mpi4py import MPI
         text = ctypes.create_string_buffer(8192)

@@ -24,6 +24,12 @@ EXIT_CODES = {ConfigError: 2, TrainingError: 3}
 
 
 def main(argv=None):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("mpitrain.train: error: the trainer needs torch, which is not installed: "
+              "pip install 'mpitrain[train]' (or the torch build for your CUDA)", file=sys.stderr)
+        sys.exit(2)
     from .config import from_args
     cfg = from_args(argv)
     world = init()

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from mpitrain import kernels
-from mpitrain.kernels import compiled, reference
+from mpitrain.kernels import compiled, locations, reference
 from mpitrain.kernels.reduce import _host_multi_reduce, storage_view
 
 torch = pytest.importorskip("torch")
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine"),
-    pytest.mark.skipif(not (compiled.LIB_DIR / "libmpitrain_cuda.so").exists(),
+    pytest.mark.skipif(locations.find_library("libmpitrain_cuda.so") is None,
                        reason="CUDA kernels not built (no nvcc when make install ran)"),
 ]
 
