@@ -6,18 +6,20 @@
 Each rank writes its slice of the canonical state (state.py); rank 0 writes the manifest last
 (store.py). Every checkpoint carries the id of the run that wrote it: pruning deletes only the
 run's own, and a fresh run refuses a directory that holds another run's (`other_runs`).
-`python -m mpitrain.checkpoint consolidate DIR OUT` writes one plain state dict.
+`python -m mpitrain.checkpoint consolidate DIR OUT` writes one plain state dict (export.py:
+.safetensors or .pt, with the model card evaluate and predict read).
 """
 import contextlib
 
 import torch
 
 from ..parallel.zero3 import Zero3
+from .export import consolidate, read_weights
 from .state import describe_groups, local_slices, owned_ranges, restore
 from .store import (CheckpointError, assemble, prune, read_manifest, read_shards, run_of,
                     step_dir, valid_checkpoints, write_manifest, write_run_id, write_shard)
 
-__all__ = ["save", "load", "consolidate", "other_runs", "CheckpointError"]
+__all__ = ["save", "load", "consolidate", "read_weights", "other_runs", "CheckpointError"]
 
 
 def _names(model):
@@ -115,17 +117,3 @@ def _check_model(manifest, groups, names, directory):
         if len(mine["params"]) != len(theirs["params"]):
             raise CheckpointError(f"{directory}: a different model: group {gi} has "
                                   f"{len(theirs['params'])} parameters saved, {len(mine['params'])} here")
-
-
-def consolidate(directory, out):
-    """One state dict {parameter name: tensor} that plain torch loads (timm key names)."""
-    manifest = read_manifest(directory)
-    full = assemble(manifest, read_shards(directory, manifest))
-    state = {}
-    for gi, group in enumerate(manifest["groups"]):
-        for p in group["params"]:
-            flat = full[f"g{gi}.param"][p["offset"]: p["offset"] + p["numel"]]
-            state[p["name"]] = flat.view(p["shape"]).clone()
-    from .store import atomic_write
-    atomic_write(out, lambda f: torch.save(state, f))
-    return state

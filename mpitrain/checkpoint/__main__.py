@@ -1,14 +1,14 @@
 """python -m mpitrain.checkpoint consolidate DIR OUT
 
 DIR: a checkpoint directory (DIR/step-NNNNNNNN) or a checkpoint root (its newest valid step).
-OUT: one file of {parameter name: tensor}, loadable with torch.load by itself (no mpitrain).
+OUT: one file of {parameter name: tensor} with timm's names: OUT.safetensors (the model card in
+its metadata) or OUT.pt (loadable with torch.load alone; the model card in OUT.pt.json).
 """
 import argparse
 import sys
-from pathlib import Path
 
 from . import CheckpointError, consolidate
-from .store import MANIFEST, valid_checkpoints
+from .export import step_directory
 
 
 def main(argv=None):
@@ -19,14 +19,8 @@ def main(argv=None):
     c.add_argument("directory")
     c.add_argument("out")
     args = p.parse_args(argv)
-    directory = Path(args.directory)
-    if not (directory / MANIFEST).is_file():
-        found = valid_checkpoints(directory)
-        if not found:
-            print(f"error: {directory}: no checkpoint with a manifest here", file=sys.stderr)
-            return 2
-        directory = found[-1]
     try:
+        directory = step_directory(args.directory)
         state = consolidate(directory, args.out)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)

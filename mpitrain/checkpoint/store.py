@@ -97,7 +97,7 @@ def read_shards(directory, manifest):
         if path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
             raise CheckpointError(f"{path}: shard of rank {entry['rank']} is corrupt (its size or "
                                   f"sha256 differs from the manifest)")
-        payloads.append(torch.load(path, map_location="cpu", weights_only=False))
+        payloads.append(torch.load(path, map_location="cpu", weights_only=True))
     return payloads
 
 

@@ -3,7 +3,7 @@
     digits:      sklearn.datasets.load_digits(); a fixed split (seed 0): 1438 train / 359 test
     cifar10:     DIR/data_batch_1..5 and DIR/test_batch (the python pickles from the CIFAR site)
     imagefolder: DIR/train/CLASS/*.png|jpg and DIR/val/CLASS/... ; without train/ and val/, DIR/CLASS/
-                 with a fixed 10% of each class held out for testing
+                 with a fixed 10% held out for testing; decoded per batch (folder.py)
     synthetic:   random data on the device, no test split
 """
 import pickle
@@ -12,14 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .folder import DataError, ImageFolderSet, sample_stats
 from .tensors import ImageSet, SyntheticImages
 
 SOURCES = ("digits", "cifar10", "imagefolder", "synthetic")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm"}
-
-
-class DataError(ValueError):
-    """A data set that cannot be read; the message names the file."""
 
 
 @dataclass
@@ -29,15 +26,17 @@ class Splits:
     num_classes: int
     channels: int
     native_size: int         # image side as stored (the model may resize)
+    classes: list = None     # class names, in label order (None: synthetic)
+    value_range: float = 255.0   # pixel values run 0..value_range (digits: 16)
 
 
-def load_dataset(name, data_dir=None, img_size=None, num_classes=1000, channels=3):
+def load_dataset(name, data_dir=None, img_size=None, num_classes=1000, channels=3, seed=0):
     if name == "digits":
         return load_digits()
     if name == "cifar10":
         return load_cifar10(data_dir)
     if name == "imagefolder":
-        return load_imagefolder(data_dir, img_size or 224)
+        return load_imagefolder(data_dir, img_size or 224, seed)
     if name == "synthetic":
         return Splits(SyntheticImages(num_classes, channels), None, num_classes, channels, img_size)
     raise ValueError(f"unknown data source {name!r}; choose from {', '.join(SOURCES)}")
@@ -66,7 +65,8 @@ def load_digits():
     train, test = _split(images, labels, 0.2)
     mean, std = _stats(images[train])
     return Splits(ImageSet(images[train], labels[train], 10, mean, std),
-                  ImageSet(images[test], labels[test], 10, mean, std), 10, 1, 8)
+                  ImageSet(images[test], labels[test], 10, mean, std), 10, 1, 8,
+                  classes=[str(d) for d in range(10)], value_range=16.0)
 
 
 def load_cifar10(data_dir):
@@ -91,10 +91,26 @@ def load_cifar10(data_dir):
     x_test, y_test = read("test_batch")
     mean, std = _stats(x_train)
     return Splits(ImageSet(x_train, y_train, 10, mean, std, augment=True),
-                  ImageSet(x_test, y_test, 10, mean, std), 10, 3, 32)
+                  ImageSet(x_test, y_test, 10, mean, std), 10, 3, 32, classes=_cifar_names(root))
 
 
-def load_imagefolder(data_dir, img_size):
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck"]
+
+
+def _cifar_names(root):
+    """The names in batches.meta when it is there, else CIFAR-10's published order."""
+    meta = root / "batches.meta"
+    if meta.is_file():
+        with open(meta, "rb") as f:
+            names = pickle.load(f, encoding="bytes").get(b"label_names")
+        if names and len(names) == 10:
+            return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return list(CIFAR10_CLASSES)
+
+
+def load_imagefolder(data_dir, img_size, seed=0):
+    """File lists only: images are decoded per batch (folder.py), at img_size."""
     if not data_dir:
         raise FileNotFoundError("--data imagefolder needs --data-dir DIR with one sub-directory per class")
     root = Path(data_dir)
@@ -102,17 +118,19 @@ def load_imagefolder(data_dir, img_size):
         raise FileNotFoundError(f"image folder not found: {root}")
     if (root / "train").is_dir() and (root / "val").is_dir():
         classes = _classes(root / "train")
-        x_train, y_train = _read_images(root / "train", classes, img_size)
-        x_test, y_test = _read_images(root / "val", classes, img_size)
+        f_train, y_train = _list_images(root / "train", classes)
+        f_test, y_test = _list_images(root / "val", classes)
     else:
         classes = _classes(root)
-        images, labels = _read_images(root, classes, img_size)
-        train, test = _split(images, labels, 0.1)
-        x_train, y_train, x_test, y_test = images[train], labels[train], images[test], labels[test]
-    mean, std = _stats(x_train)
+        files, labels = _list_images(root, classes)
+        train, test = _split(files, labels, 0.1)
+        f_train, y_train = [files[i] for i in train], labels[train]
+        f_test, y_test = [files[i] for i in test], labels[test]
+    mean, std = sample_stats(f_train, min(img_size, 64), seed=0)
     n = len(classes)
-    return Splits(ImageSet(x_train, y_train, n, mean, std), ImageSet(x_test, y_test, n, mean, std),
-                  n, 3, img_size)
+    return Splits(ImageFolderSet(f_train, y_train, n, mean, std, img_size, train=True, seed=seed),
+                  ImageFolderSet(f_test, y_test, n, mean, std, img_size, train=False, seed=seed),
+                  n, 3, img_size, classes=classes)
 
 
 def _classes(root):
@@ -122,21 +140,13 @@ def _classes(root):
     return classes
 
 
-def _read_images(root, classes, img_size):
-    """Every image under root/CLASS/, decoded with PIL to RGB and resized to img_size (held in
-    memory as uint8)."""
-    from PIL import Image
-    images, labels = [], []
+def _list_images(root, classes):
+    """(files, labels) of every image under root/CLASS/, in class then file-name order."""
+    files, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in files:
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("RGB").resize((img_size, img_size), Image.BILINEAR)
-                    images.append(np.asarray(im, np.uint8).transpose(2, 0, 1))
-            except (OSError, ValueError) as exc:       # truncated, corrupt, not an image
-                raise DataError(f"{path}: cannot read this image ({exc})") from None
-            labels.append(label)
-    if not images:
+        found = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files += found
+        labels += [label] * len(found)
+    if not files:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
-    return np.stack(images), np.asarray(labels, np.int64)
+    return files, np.asarray(labels, np.int64)

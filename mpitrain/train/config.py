@@ -1,8 +1,12 @@
 """The trainer's configuration: one dataclass, one field per flag, checked up front.
 
-`python -m mpitrain.train --help` prints the same fields as the command-line reference.
+`python -m mpitrain.train --help` prints the same fields, grouped by topic, as the command-line
+reference. `--config run.toml` reads the fields from a TOML file (keys are the field names,
+with _ or -); flags given on the command line override it. `write_toml` writes a config back in
+the same form (the trainer writes the resolved one beside its metrics).
 """
 import argparse
+import tomllib
 from dataclasses import dataclass, fields
 
 from ..data import SOURCES
@@ -24,6 +28,7 @@ class TrainConfig:
     data: str = "digits"             # digits | cifar10 | imagefolder | synthetic
     data_dir: str = ""               # directory of cifar10 / imagefolder data
     img_size: int = 0                # model input side in pixels (0: the variant's own)
+    init_from: str = ""              # start from these weights: a timm state dict (.pt/.safetensors), a consolidated file or a checkpoint directory; a new head when the classes differ
     epochs: int = 10                 # passes over the training set (ignored when steps > 0)
     steps: int = 0                   # optimizer steps to run (0: run `epochs` epochs)
     batch_size: int = 128            # global batch: images per optimizer step, all ranks together
@@ -40,7 +45,8 @@ class TrainConfig:
     seed: int = 0                    # model init and data order (identical on every rank)
     eval_every: int = 0              # steps between test evaluations (0: at each epoch's end)
     log_every: int = 10              # steps between progress / JSON lines
-    log_jsonl: str = ""              # write metrics as JSON lines here (rank 0)
+    log_jsonl: str = ""              # write metrics as JSON lines here (rank 0; the first line: config, world, devices, versions; the config also as FILE.config.toml)
+    tensorboard: str = ""            # also write TensorBoard scalars into this directory (needs the tensorboard package)
     device: str = "auto"             # auto (the local rank's GPU if any, else CPU) | cpu | cuda
     parallel: str = "dp"             # dp (bucketed, overlapped) | dp-naive (per-parameter, after backward) | zero1 | zero2 | zero3 | diloco (workers apart, outer steps every --sync-every)
     bucket_mb: float = 25.0          # dp: gradient bucket cap in MB (one bucket per parameter when tiny)
@@ -146,27 +152,107 @@ class TrainConfig:
         return self
 
 
+# --help's sections: each field's topic (a field not named here goes under "other")
+GROUPS = {
+    "model and data": ["model", "data", "data_dir", "img_size", "init_from"],
+    "schedule and optimizer": ["epochs", "steps", "batch_size", "micro_batch_size", "grad_accum",
+                               "lr", "warmup", "optimizer", "weight_decay", "seed"],
+    "precision, memory and compilation": ["precision", "compile", "compile_piece_mb",
+                                          "checkpoint_activations", "device", "memory_report"],
+    "parallelism": ["parallel"],
+    "data parallel (--parallel dp)": ["bucket_mb", "first_bucket_mb", "tail_mb", "grad_dtype",
+                                      "grad_views", "find_unused_parameters", "no_overlap"],
+    "ZeRO-3 (--parallel zero3)": ["zero3_window", "zero3_keep_between", "param_dtype"],
+    "DiLoCo (--parallel diloco)": ["workers", "inner", "sync_every", "outer_lr", "outer_momentum",
+                                   "fragments", "overlap", "outer_dtype"],
+    "checkpoints": ["checkpoint_dir", "checkpoint_every", "checkpoint_keep", "resume",
+                    "stop_at_step"],
+    "reporting": ["eval_every", "log_every", "log_jsonl", "tensorboard", "progress", "verbose",
+                  "peak_tflops"],
+}
+CHOICES = {"data": SOURCES, "precision": PRECISIONS, "optimizer": ("adamw", "sgd"),
+           "parallel": PARALLEL, "device": ("auto", "cpu", "cuda"), "grad_dtype": GRAD_DTYPES,
+           "param_dtype": ("fp32", "bf16"), "inner": DILOCO_INNER,
+           "outer_dtype": ("fp32", "bf16", "int8", "int4")}
+KINDS = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _kind(f):
+    return KINDS[f.type if isinstance(f.type, str) else f.type.__name__]
+
+
 def parser():
     p = argparse.ArgumentParser(
         prog="python -m mpitrain.train",
+        usage="python -m mpitrain.train [MODEL] [--config FILE.toml] [flags] (flags by topic below)",
         description="Train a Vision Transformer, data parallel over the ranks of mpiexec.",
-        epilog="example: mpiexec -n 4 python -m mpitrain.train vit_digits --epochs 30")
+        epilog="example: mpiexec -n 4 python -m mpitrain.train vit_digits --epochs 30\n"
+               "         mpiexec -n 4 python -m mpitrain.train --config run.toml --lr 1e-3",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE.toml", default="",
+                   help="read these flags from a TOML file (keys: the flag names); flags on the "
+                        "command line override it")
+    topic = {name: group for group, names in GROUPS.items() for name in names}
+    sections = {group: p.add_argument_group(group) for group in [*GROUPS, "other"]}
     for f in fields(TrainConfig):
+        section = sections[topic.get(f.name, "other")]
         help_text = _help(f.name)
         if f.name == "model":
-            p.add_argument("model", nargs="?", default=f.default, help=help_text)
-        elif f.type in (bool, "bool"):
+            section.add_argument("model", nargs="?", default=f.default, help=help_text)
+        elif _kind(f) is bool:
             flag = f"--{f.name.replace('_', '-')}"
             if f.default:
-                p.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name,
-                               action="store_false", help=f"turn off: {help_text}")
+                section.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name,
+                                     action="store_false", help=f"turn off: {help_text}")
             else:
-                p.add_argument(flag, action="store_true", help=help_text)
+                section.add_argument(flag, action="store_true", help=help_text)
         else:
-            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default,
-                           help=f"{help_text} (default: {f.default!r})")
+            metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else None
+            section.add_argument(f"--{f.name.replace('_', '-')}", type=_kind(f), default=f.default,
+                                 metavar=metavar, help=f"{help_text} (default: {f.default!r})")
     return p
+
+
+def read_toml(path):
+    """{field: value} from a TOML file of flags, each key and value checked."""
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    known = {f.name: f for f in fields(TrainConfig)}
+    values = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"--config {path}: unknown key {key!r} (the keys are the flags of "
+                              f"python -m mpitrain.train --help)")
+        kind = _kind(known[name])
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"--config {path}: {key} = {value!r} should be "
+                              f"{'true or false' if kind is bool else 'a ' + kind.__name__}")
+        values[name] = value
+    return values
+
+
+def write_toml(cfg, path):
+    """The config as TOML that --config reads back to the same config."""
+    lines = [f"# python -m mpitrain.train --config {path}"]
+    for f in fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        else:
+            text = repr(value)
+        lines.append(f"{f.name} = {text}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def _help(name):
@@ -180,4 +266,11 @@ def _help(name):
 
 
 def from_args(argv=None):
-    return TrainConfig(**vars(parser().parse_args(argv)))
+    p = parser()
+    given = p.parse_args(argv)
+    if given.config:
+        p.set_defaults(**read_toml(given.config))
+        given = p.parse_args(argv)
+    values = vars(given)
+    values.pop("config")
+    return TrainConfig(**values)

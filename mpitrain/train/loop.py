@@ -8,8 +8,10 @@ data, a NaN loss) end every rank with the same message and a non-zero exit; a fa
 rank only reaches the abort hook of mpitrain.comm, which ends the job.
 """
 import contextlib
+import importlib
 import math
 import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -26,9 +28,10 @@ from ..parallel import (SingleRank, Zero, Zero3, apply_data_parallel, apply_zero
                         memory)
 from ..parallel.buckets import parse_tail_mb
 from ..parallel.diloco import DiLoCo, DiLoCoConfigError
-from .config import ConfigError
-from .metrics import JsonLines, Progress, measure_matmul_tflops
+from .config import ConfigError, write_toml
+from .metrics import JsonLines, Progress, TensorBoard, measure_matmul_tflops, run_header
 from .run_dir import check_checkpoint_dir, resume_note
+from .weights import init_from, model_card
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -199,13 +202,41 @@ def cpu_warning(cfg, mcfg, peak_tflops, world):
             f"{suggestion} (e.g. {suggestion} --data digits)")
 
 
-def train(cfg, world):
+@dataclass
+class Run:
+    """Everything one training run is built from (see `setup`)."""
+    device: torch.device
+    data: object                 # Splits
+    mcfg: ViTConfig
+    model: torch.nn.Module
+    step_model: torch.nn.Module  # the model as called in a step (compiled, or the model)
+    groups: list                 # the checkpoint's parameter groups
+    engine: object               # data parallel / ZeRO / DiLoCo / SingleRank
+    optimizer: object
+    zero: object                 # the ZeRO engine stepping the optimizer itself, or None
+    outer: object                # the DiLoCo engine, or None
+    scaler: object
+    sampler: ShardedSampler
+    total: int                   # steps of the whole run
+    eval_every: int
+    card: dict                   # the model card saved with every checkpoint
+    rss_before_model: int        # host memory before the model was built (--memory-report)
+
+
+def setup(cfg, world):
+    """Check the config, pick the device, load the data, build the model (from --init-from's
+    weights where given) and wrap it in its engine."""
     cfg.check(world.size)
-    run_id = check_checkpoint_dir(cfg, world)
+    if cfg.tensorboard:
+        try:
+            importlib.import_module("torch.utils.tensorboard")
+        except ImportError:
+            raise ConfigError(f"--tensorboard {cfg.tensorboard}: the tensorboard package is not "
+                              f"installed (pip install tensorboard)") from None
     device = pick_device(cfg, world)
     variant = ViTConfig.named(cfg.model)        # unknown names fail here, listing the valid ones
     data = load_dataset(cfg.data, cfg.data_dir, cfg.img_size or None,
-                        num_classes=variant.num_classes, channels=variant.in_chans)
+                        num_classes=variant.num_classes, channels=variant.in_chans, seed=cfg.seed)
     overrides = {"num_classes": data.num_classes, "in_chans": data.channels}
     if cfg.img_size:
         overrides["img_size"] = cfg.img_size
@@ -213,14 +244,16 @@ def train(cfg, world):
 
     torch.manual_seed(cfg.seed)
     rss_before_model = memory.rss_bytes()
-    model = VisionTransformer(mcfg, cfg.checkpoint_activations).to(device)
+    model = VisionTransformer(mcfg, cfg.checkpoint_activations)
+    if cfg.init_from:
+        for line in init_from(model, cfg.init_from):
+            world.print0(line)
+    model = model.to(device)
     # the checkpoint's parameter groups, taken before ZeRO-3 empties the parameters (the groups
     # split by parameter shape)
     groups = [g["params"] for g in param_groups(cfg, model)]
-    dp, optimizer = make_parallel(cfg, model, world, device)
-    inner = dp.inner if isinstance(dp, DiLoCo) else dp
-    zero = inner if isinstance(inner, (Zero, Zero3)) else None
-    outer = dp if isinstance(dp, DiLoCo) else None
+    engine, optimizer = make_parallel(cfg, model, world, device)
+    inner = engine.inner if isinstance(engine, DiLoCo) else engine
     step_model = model
     if cfg.compile:        # with other ranks: in pieces, so gradients still come piece by piece
         if world.size == 1:
@@ -229,46 +262,129 @@ def train(cfg, world):
             step_model = model.compile_blocks()          # ZeRO-3's gather hooks stay eager
         else:
             step_model = compile_in_pieces(model, cfg.compile_piece_mb, parse_tail_mb(cfg.tail_mb))
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-
     per_rank_batch = cfg.micro_batch_size * cfg.grad_accum
     sampler = ShardedSampler(len(data.train), world.rank, world.size, per_rank_batch, cfg.seed,
                              shuffle=getattr(data.train, "shuffle", True))
     total = cfg.steps or cfg.epochs * sampler.steps_per_epoch
-    eval_every = cfg.eval_every or sampler.steps_per_epoch
+    return Run(device, data, mcfg, model, step_model, groups, engine, optimizer,
+               inner if isinstance(inner, (Zero, Zero3)) else None,
+               engine if isinstance(engine, DiLoCo) else None,
+               torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"), sampler, total,
+               cfg.eval_every or sampler.steps_per_epoch, model_card(cfg, mcfg, data),
+               rss_before_model)
 
+
+def banner(cfg, run, world, job_peak):
+    mcfg = run.mcfg
+    return (f"mpitrain.train: {mcfg.name} ({mcfg.count_params() / 1e6:.2f} M params, "
+            f"{mcfg.img_size}px, {mcfg.num_classes} classes) on {cfg.data}; {world.size} "
+            f"rank(s) on {run.device.type}; global batch {cfg.batch_size} = {world.size} x "
+            f"{cfg.micro_batch_size} x {cfg.grad_accum} accum; {run.total} steps; {cfg.precision}"
+            f"{' compiled' if cfg.compile else ''}\n  kernels: {kernels.describe_backend()}\n"
+            f"  MFU peak: {job_peak:.2f} TFLOP/s (sum over ranks of "
+            f"{'--peak-tflops' if cfg.peak_tflops else 'a matmul measured at start-up'})")
+
+
+def restore(cfg, run, world):
+    """--resume: the newest usable checkpoint into the run; its info, or None."""
+    if run.outer is not None:
+        return diloco_checkpoint.load(cfg.checkpoint_dir, run.model, run.outer, run.groups, world)
+    return checkpoint.load(cfg.checkpoint_dir, run.model, run.engine, run.optimizer, run.groups,
+                           world)
+
+
+def save(cfg, run, world, step, run_id, extra, rng):
+    if run.outer is not None:
+        diloco_checkpoint.save(cfg.checkpoint_dir, step, run.model, run.outer, run.groups, world,
+                               run_id, extra=extra, rng=rng, keep=cfg.checkpoint_keep)
+    else:
+        checkpoint.save(cfg.checkpoint_dir, step, run.model, run.engine, run.optimizer, run.groups,
+                        world, run_id, extra=extra, rng=rng, keep=cfg.checkpoint_keep)
+
+
+def train_step(cfg, run, indices, step, gen):
+    """One optimizer step over this rank's `indices` (grad_accum micro-batches); returns the
+    step's loss on the device (not read: reading it waits for the GPU)."""
+    dp, data = run.engine, run.data.train
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg, run.total)
+    local_loss = torch.zeros((), device=run.device)   # summed on the device: no sync per micro-batch
+    for m in range(cfg.grad_accum):
+        part = indices[m * cfg.micro_batch_size: (m + 1) * cfg.micro_batch_size]
+        x, y = data.batch(part, run.device, run.mcfg.img_size, train=True, generator=gen)
+        with torch.autocast(run.device.type, AUTOCAST.get(cfg.precision, torch.float32),
+                            enabled=cfg.precision in AUTOCAST):
+            loss = F.cross_entropy(run.step_model(x), y) / cfg.grad_accum
+        last = m == cfg.grad_accum - 1          # only the last backward sends gradients
+        with contextlib.nullcontext() if last else dp.no_sync():
+            run.scaler.scale(loss).backward()
+        local_loss += loss.detach()
+    dp.synchronize()
+    if run.zero is not None:
+        run.zero.step()                       # this rank's shard, then all-gather
+        run.zero.zero_grad()
+    else:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.optimizer.zero_grad(set_to_none=False)
+    if run.outer is not None:
+        run.outer.after_inner_step(step + 1)     # an outer step where one is due
+    return local_loss
+
+
+def with_next(batches):
+    """(step, indices, the next step's indices or None) over a sampler's batches."""
+    previous = None
+    for item in batches:
+        if previous is not None:
+            yield (*previous, item[1])
+        previous = item
+    if previous is not None:
+        yield (*previous, None)
+
+
+def prefetch(cfg, run, indices):
+    """Start decoding the next step's micro-batches where the data set reads from disk."""
+    if indices is not None and hasattr(run.data.train, "prefetch"):
+        for m in range(cfg.grad_accum):
+            run.data.train.prefetch(indices[m * cfg.micro_batch_size: (m + 1) * cfg.micro_batch_size],
+                                    run.mcfg.img_size, True)
+
+
+def train(cfg, world):
+    given = replace(cfg)                       # as given: check() fills in the batch split
+    run_id = check_checkpoint_dir(cfg, world)
+    run = setup(cfg, world)
+    device, mcfg, total, dp = run.device, run.mcfg, run.total, run.engine
     peak = cfg.peak_tflops or measure_matmul_tflops(device, cfg.precision)
     job_peak = np.array([peak], np.float64)
     world.all_reduce(job_peak)
     flops_per_image = mcfg.flops_per_image()
-    warning = cpu_warning(cfg, mcfg, peak, world) if device.type == "cpu" else None
-    world.print0(f"mpitrain.train: {mcfg.name} ({mcfg.count_params() / 1e6:.2f} M params, "
-                 f"{mcfg.img_size}px, {mcfg.num_classes} classes) on {cfg.data}; {world.size} "
-                 f"rank(s) on {device.type}; global batch {cfg.batch_size} = {world.size} x "
-                 f"{cfg.micro_batch_size} x {cfg.grad_accum} accum; {total} steps; {cfg.precision}"
-                 f"{' compiled' if cfg.compile else ''}\n  kernels: {kernels.describe_backend()}\n"
-                 f"  MFU peak: {job_peak[0]:.2f} TFLOP/s (sum over ranks of "
-                 f"{'--peak-tflops' if cfg.peak_tflops else 'a matmul measured at start-up'})")
-    if warning:
-        world.print0(warning)
+    world.print0(banner(cfg, run, world, job_peak[0]))
+    if device.type == "cpu":
+        warning = cpu_warning(cfg, mcfg, peak, world)
+        if warning:
+            world.print0(warning)
 
+    header = run_header(cfg, world, device)
     log = JsonLines(cfg.log_jsonl, world.rank == 0)
+    log.write(**header)
+    if cfg.log_jsonl and world.rank == 0:
+        write_toml(given, f"{cfg.log_jsonl.removesuffix('.jsonl')}.config.toml")
+    board = TensorBoard(cfg.tensorboard, world.rank == 0)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + world.rank)   # augmentation draws
     step, epoch, accuracy = 0, 0, None
     skip = 0                                    # batches of the first epoch already trained
     stop = min(total, cfg.stop_at_step) if cfg.stop_at_step else total
     loss_sum = np.zeros(1, np.float64)         # the last step's loss, averaged over ranks
     if cfg.resume:
-        if outer is not None:
-            info = diloco_checkpoint.load(cfg.checkpoint_dir, model, outer, groups, world)
-        else:
-            info = checkpoint.load(cfg.checkpoint_dir, model, dp, optimizer, groups, world)
+        info = restore(cfg, run, world)
         for line in resume_note(cfg, info, stop):
             world.print0(line)
         if info is not None:
             step = info["step"]
             run_id = info["run_id"] or run_id
-            epoch, skip = divmod(step, sampler.steps_per_epoch)
+            epoch, skip = divmod(step, run.sampler.steps_per_epoch)
             loss_sum[0] = info["extra"].get("loss", math.nan)
             accuracy = info["extra"].get("test_accuracy")
             if info["rng"] is not None:          # the same world size: each rank's own draws
@@ -278,42 +394,23 @@ def train(cfg, world):
     window_seconds, window_steps = 0.0, 0      # training time only: evaluation is left out
     pending = []                               # (step, loss on the device) not yet read
     while step < stop:
-        for _, indices in sampler.batches(epoch, skip):
+        if hasattr(run.data.train, "set_epoch"):
+            run.data.train.set_epoch(epoch)
+        for _, indices, upcoming in with_next(run.sampler.batches(epoch, skip)):
             if step >= stop:
                 break
             step_start = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg, total)
-            local_loss = torch.zeros((), device=device)     # summed on the device: no sync per micro-batch
-            for m in range(cfg.grad_accum):
-                part = indices[m * cfg.micro_batch_size: (m + 1) * cfg.micro_batch_size]
-                x, y = data.train.batch(part, device, mcfg.img_size, train=True, generator=gen)
-                with torch.autocast(device.type, AUTOCAST.get(cfg.precision, torch.float32),
-                                    enabled=cfg.precision in AUTOCAST):
-                    loss = F.cross_entropy(step_model(x), y) / cfg.grad_accum
-                last = m == cfg.grad_accum - 1          # only the last backward sends gradients
-                with contextlib.nullcontext() if last else dp.no_sync():
-                    scaler.scale(loss).backward()
-                local_loss += loss.detach()
-            dp.synchronize()
-            if zero is not None:
-                zero.step()                       # this rank's shard, then all-gather
-                zero.zero_grad()
-            else:
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=False)
+            prefetch(cfg, run, upcoming if step + 1 < stop else None)
+            local_loss = train_step(cfg, run, indices, step, gen)
             step += 1
-            if outer is not None:
-                outer.after_inner_step(step)     # an outer step where one is due
             pending.append((step, local_loss))
             if cfg.memory_report and step in (1, min(2, stop)):
-                memory_report(cfg, mcfg, world, device, rss_before_model, measure=step == min(2, stop))
+                memory_report(cfg, mcfg, world, device, run.rss_before_model, measure=step == min(2, stop))
             window_steps += 1
             logging_step = step % cfg.log_every == 0 or step == total
             saving = bool(cfg.checkpoint_dir) and (step == stop or (cfg.checkpoint_every and
                                                                      step % cfg.checkpoint_every == 0))
-            evaluating = step % eval_every == 0 or step == total
+            evaluating = step % run.eval_every == 0 or step == total
             if logging_step or saving or evaluating or step == stop:
                 # the host waits for the GPU here only: between these points it queues the next
                 # steps while the GPU runs (DDP's loop does the same; a per-step read of the loss
@@ -324,29 +421,29 @@ def train(cfg, world):
             if logging_step:
                 img_s = window_steps * cfg.batch_size / window_seconds
                 mfu = img_s * flops_per_image / (job_peak[0] * 1e12)
+                lr = lr_at(step - 1, cfg, total)
                 progress.update(window_steps, step, total, loss_sum[0], img_s, mfu)
-                log.write(step=step, epoch=epoch, loss=loss_sum[0], lr=lr_at(step - 1, cfg, total),
-                          img_per_s=img_s, mfu=mfu, time=time.time())
+                log.write(step=step, epoch=epoch, loss=loss_sum[0], lr=lr, img_per_s=img_s,
+                          mfu=mfu, time=time.time())
+                board.write(step, loss=loss_sum[0], lr=lr, img_per_s=img_s, mfu=mfu)
                 window_seconds, window_steps = 0.0, 0
             if evaluating:
-                accuracy = evaluate(step_model, data.test, world, device, mcfg.img_size, cfg.precision)
+                accuracy = evaluate(run.step_model, run.data.test, world, device, mcfg.img_size,
+                                    cfg.precision)
                 if accuracy is not None:
                     progress.write(f"epoch {epoch} step {step}: test accuracy {accuracy * 100:.2f}%")
                     log.write(step=step, epoch=epoch, test_accuracy=accuracy, time=time.time())
+                    board.write(step, test_accuracy=accuracy)
             if saving:
                 extra = {"epoch": epoch, "config": vars(cfg).copy(), "loss": loss_sum[0],
-                         "test_accuracy": accuracy}
-                rng = {"torch": torch.get_rng_state(), "gen": gen.get_state()}
-                if outer is not None:
-                    diloco_checkpoint.save(cfg.checkpoint_dir, step, model, outer, groups, world,
-                                           run_id, extra=extra, rng=rng, keep=cfg.checkpoint_keep)
-                else:
-                    checkpoint.save(cfg.checkpoint_dir, step, model, dp, optimizer, groups, world,
-                                    run_id, extra=extra, rng=rng, keep=cfg.checkpoint_keep)
+                         "test_accuracy": accuracy, "model_info": run.card}
+                save(cfg, run, world, step, run_id, extra,
+                     {"torch": torch.get_rng_state(), "gen": gen.get_state()})
         epoch += 1
         skip = 0
     progress.close()
     log.close()
+    board.close()
     if cfg.verbose and hasattr(dp, "stats"):
         world.print0(f"data parallel: {dp.stats['backwards']} synchronized backwards, "
                      f"{dp.stats['wait_s']:.2f} s waited for communication after backward "

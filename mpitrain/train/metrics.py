@@ -80,3 +80,43 @@ class Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+def run_header(cfg, world, device):
+    """The first JSON line of a run: its config, the world, each rank's device, the versions."""
+    import platform
+    from dataclasses import asdict
+
+    import numpy
+    from mpi4py import MPI
+
+    from .. import __version__
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    devices = world.gather_object(f"{MPI.Get_processor_name()}:{device}:{name}", root=0)
+    return {"kind": "run", "config": asdict(cfg), "world_size": world.size,
+            "nodes": world.num_nodes, "devices": devices,
+            "versions": {"mpitrain": __version__, "torch": torch.__version__,
+                         "cuda": torch.version.cuda, "numpy": numpy.__version__,
+                         "mpi4py": __import__("mpi4py").__version__,
+                         "mpi": MPI.Get_library_version().splitlines()[0].strip(),
+                         "python": platform.python_version()}}
+
+
+class TensorBoard:
+    """--tensorboard DIR: the JSON lines' scalars as TensorBoard events (rank 0)."""
+
+    def __init__(self, directory, enabled):
+        self.writer = None
+        if directory and enabled:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(directory)
+
+    def write(self, step, **scalars):
+        if self.writer is not None:
+            for name, value in scalars.items():
+                if value is not None:
+                    self.writer.add_scalar(name, value, step)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
