@@ -120,6 +120,18 @@ for step in $steps; do
              MPITRAIN_TIMEOUT=120 timeout 600 $MPIRUN -n $n $PYFULL -m pytest -q -p no:cacheprovider \
                --with-mpi --color=no tests/mpi/test_diloco.py -k cuda 2>&1 | tail -4 | tee -a "$OUT/diloco-tests.txt"
            done ;;
+    loader) # the image-folder loader's images/s against the trainer's on one GPU (vit_b16 bf16)
+           $PY bench/loader.py --images ${IMAGES:-3000} --out "$OUT/loader.json" 2>&1 | tail -12 ;;
+    install-tests) # pip install of a wheel with the CUDA kernels built in, then the CUDA tests
+           # against the installed copy (outside the source tree)
+           rm -rf /tmp/mt-wheel /tmp/mt-site && $PY -m pip wheel . --no-deps --no-build-isolation -q \
+             -w /tmp/mt-wheel 2>&1 | tail -3
+           $PY -m pip install -q --no-deps --target /tmp/mt-site /tmp/mt-wheel/*.whl
+           $PY -c "import glob, zipfile; [print(n) for w in glob.glob('/tmp/mt-wheel/*.whl') for n in zipfile.ZipFile(w).namelist() if '_lib' in n]" | tee "$OUT/install-wheel.txt"
+           (cd /tmp && PYTHONPATH=/tmp/mt-site:/tmp/mpitrain-wheels $PY -m pytest -q -p no:cacheprovider \
+             --rootdir=/tmp "$OLDPWD/tests/serial/test_kernels_cuda.py" 2>&1 | tail -3 | tee -a "$OUT/install-wheel.txt") ;;
+    workflow-tests) # init-from, evaluate, predict and the image folder on the GPU
+           $PY -m pytest -q -p no:cacheprovider tests/serial/test_workflows.py 2>&1 | tail -5 | tee "$OUT/workflow-tests.txt" ;;
     diloco-memory) # the memory report's DiLoCo items against the measured peak, beside dp
            # (ranks sharing the GPUs; synthetic data, vit_b16 bf16)
            for p in "dp" "diloco --workers 1" "diloco --workers 2"; do
