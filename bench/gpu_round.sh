@@ -121,7 +121,7 @@ for step in $steps; do
                --with-mpi --color=no tests/mpi/test_diloco.py -k cuda 2>&1 | tail -4 | tee -a "$OUT/diloco-tests.txt"
            done ;;
     loader) # the image-folder loader's images/s against the trainer's on one GPU (vit_b16 bf16)
-           $PY bench/loader.py --images ${IMAGES:-3000} --out "$OUT/loader.json" 2>&1 | tail -12 ;;
+           $PY bench/loader.py --images ${IMAGES:-3000} --out "$OUT/loader.json" 2>&1 | tail -20 ;;
     install-tests) # pip install of a wheel with the CUDA kernels built in, then the CUDA tests
            # against the installed copy (outside the source tree)
            rm -rf /tmp/mt-wheel /tmp/mt-site && $PY -m pip wheel . --no-deps --no-build-isolation -q \

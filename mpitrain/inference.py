@@ -56,7 +56,7 @@ def image_tensor(path, card):
     were taken in (the digits run 0..16), then normalized."""
     from PIL import Image
 
-    from .data.folder import DataError, decode
+    from .data.decode import DataError, decode
     size = card["img_size"]
     if card["in_chans"] == 3 and card.get("data") in ("imagefolder", None):
         x = decode(path, size, train=False, rng=None).astype(np.float32)

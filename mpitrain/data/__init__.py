@@ -8,8 +8,16 @@
 `load_dataset(name, ...)` returns a `Splits(train, test)` of `ImageSet`s (test is None for
 synthetic); `ShardedSampler` gives each rank its disjoint slice of an epoch.
 """
-from .sampler import ShardedSampler
-from .sources import SOURCES, Splits, load_dataset
-from .tensors import ImageSet, SyntheticImages
+import importlib
 
-__all__ = ["load_dataset", "SOURCES", "Splits", "ImageSet", "SyntheticImages", "ShardedSampler"]
+_HOMES = {"ShardedSampler": "sampler", "SOURCES": "sources", "Splits": "sources",
+          "load_dataset": "sources", "ImageSet": "tensors", "SyntheticImages": "tensors"}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name):
+    """Imported on first use, so the image loader's worker processes (decode_worker), which need
+    numpy and PIL only, do not pay for importing torch."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)

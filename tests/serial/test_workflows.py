@@ -8,6 +8,7 @@ ViT learns in a few epochs, so the true class is the oracle for prediction.
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,25 +196,73 @@ def test_init_from_through_the_trainer_starts_where_the_weights_left_off(trained
     assert float(proc.stdout.split("test accuracy ")[-1].split("%")[0]) / 100 == pytest.approx(final, abs=1e-4)
 
 
-def test_the_folder_is_decoded_lazily_and_as_pil_resizes(tmp_path, monkeypatch):
-    from mpitrain.data import folder
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+def test_the_folder_is_decoded_lazily_and_as_pil_resizes(tmp_path, monkeypatch, kind):
+    from mpitrain.data.decode import EVAL_CROP
     from mpitrain.data.sources import load_imagefolder
+    monkeypatch.setenv("MPITRAIN_LOADER", kind)
     make_folder(tmp_path / "photos", per_class=6)
     splits = load_imagefolder(tmp_path / "photos", 16)
-    calls = []
-    real = folder.decode
-    monkeypatch.setattr(folder, "decode", lambda path, *a: calls.append(path) or real(path, *a))
-    x, y = splits.test.host_batch([0, 5], 16, train=False)
-    assert sorted(calls) == sorted([splits.test.files[0], splits.test.files[5]])   # only those
-    assert x.shape == (2, 3, 16, 16) and y.tolist() == [0, 1]
-    with Image.open(splits.test.files[5]) as im:                  # the oracle: PIL by itself
+    wanted = [splits.test.files[0], splits.test.files[5]]
+    with Image.open(wanted[1]) as im:                             # the oracle: PIL by itself
         w, h = im.size
-        side = min(w, h) * folder.EVAL_CROP
+        side = min(w, h) * EVAL_CROP
         box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
         want = np.asarray(im.convert("RGB").resize((16, 16), Image.BILINEAR, box=box), np.float32)
+    for other in set(splits.train.files + splits.test.files) - set(wanted):
+        Path(other).unlink()                     # lazily: only the asked-for files are opened
+    x, y = splits.test.host_batch([0, 5], 16, train=False)
+    splits.test.close()
+    assert x.shape == (2, 3, 16, 16) and y.tolist() == [0, 1]
     want = (torch.from_numpy(want.transpose(2, 0, 1)) - splits.test.mean[0]) / splits.test.std[0]
-    if str(splits.test.files[5]).endswith(".png"):        # JPEG's draft mode may decode smaller
+    if str(wanted[1]).endswith(".png"):                  # JPEG's draft mode may decode smaller
         assert torch.allclose(x[1], want, atol=1e-4)
+
+
+def test_worker_processes_decode_what_threads_decode(tmp_path, monkeypatch):
+    from mpitrain.data.sources import load_imagefolder
+    make_folder(tmp_path / "photos", per_class=6)
+    got = {}
+    for kind in ("threads", "processes"):
+        monkeypatch.setenv("MPITRAIN_LOADER", kind)
+        monkeypatch.setenv("MPITRAIN_LOADER_WORKERS", "2")
+        train = load_imagefolder(tmp_path / "photos", 16, seed=1).train
+        train.set_epoch(2)
+        train.prefetch(list(range(7)), 16, True)
+        got[kind] = [train.images(list(range(7)), 16, True)[0],
+                     train.images([3, 1], 16, False)[0]]
+        train.close()
+    assert all(torch.equal(a, b) for a, b in zip(got["threads"], got["processes"]))
+
+
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+def test_a_broken_image_is_named_by_the_loader(tmp_path, monkeypatch, kind):
+    from mpitrain.data.decode import DataError
+    from mpitrain.data.sources import load_imagefolder
+    monkeypatch.setenv("MPITRAIN_LOADER", kind)
+    make_folder(tmp_path / "photos", per_class=6)
+    train = load_imagefolder(tmp_path / "photos", 16).train
+    Path(train.files[4]).write_bytes(b"not an image")
+    with pytest.raises(DataError, match=Path(train.files[4]).name):
+        train.host_batch(list(range(8)), 16, True)
+    train.host_batch([0, 1], 16, True)                    # the loader still works afterwards
+    train.close()
+
+
+def test_a_killed_loader_process_is_an_error_not_a_hang(tmp_path, monkeypatch):
+    from mpitrain.data.decode import DataError
+    from mpitrain.data.sources import load_imagefolder
+    monkeypatch.setenv("MPITRAIN_LOADER", "processes")
+    monkeypatch.setenv("MPITRAIN_LOADER_WORKERS", "1")
+    make_folder(tmp_path / "photos", per_class=6)
+    train = load_imagefolder(tmp_path / "photos", 16).train
+    train.host_batch([0], 16, True)
+    for proc in train._decoder.processes:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(DataError, match="loader process exited"):
+        train.host_batch([1, 2], 16, True)
+    train.close()
 
 
 def test_augmentation_depends_on_sample_and_epoch_only(tmp_path):
