@@ -3,7 +3,7 @@
 # Intel MPI from PyPI (impi-rt; GPU buffers with I_MPI_OFFLOAD=1, NVIDIA GPUs through libcuda),
 # cut down to what one node needs (libmpi, the hydra launcher, the tuning files and the GPU
 # reduction kernels), plus mpi4py wheels (their MPICH-ABI build loads Intel's libmpi.so.12).
-# Run here (PyPI reachable); carry `.impi` to the GPU machine (gpu_round.sh cuda-mpi-*).
+# Run here (PyPI reachable); carry `.impi` to the GPU machine (gpu_suite.sh cuda-mpi-*).
 #     bash bench/fetch_impi.sh            -> .impi/ (about 30 MB), ignored by git
 set -euo pipefail
 cd "$(dirname "$0")/.."

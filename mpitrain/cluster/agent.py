@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from .netns import PREFIX, STATE_DIR
+from .. import settings
 
-DEFAULT_KEEPALIVE = 30.0
 SSH_OPTIONS_WITH_VALUE = {"-o", "-p", "-l", "-i", "-F"}
 
 
@@ -43,15 +43,10 @@ def link_is_down(host):
 
 
 def keepalive_seconds():
-    text = os.environ.get("MPITRAIN_CLUSTER_KEEPALIVE", "")
     try:
-        seconds = float(text) if text else DEFAULT_KEEPALIVE
-    except ValueError:
-        seconds = -1.0
-    if seconds <= 0:
-        raise SystemExit(f"mpitrain.cluster agent: MPITRAIN_CLUSTER_KEEPALIVE={text!r}: "
-                         f"seconds > 0 expected")
-    return seconds
+        return settings.get("MPITRAIN_CLUSTER_KEEPALIVE")
+    except settings.SettingError as exc:
+        raise SystemExit(f"mpitrain.cluster agent: {exc}") from None
 
 
 def fence(host):

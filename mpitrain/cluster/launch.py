@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 from .netns import SUBNET, ClusterError
+from .. import settings
 
 
 def find_mpiexec():
     """$MPITRAIN_CLUSTER_MPIEXEC, else the mpiexec beside this Python, else the one on PATH."""
-    named = os.environ.get("MPITRAIN_CLUSTER_MPIEXEC")
+    named = settings.get("MPITRAIN_CLUSTER_MPIEXEC")
     if named:
         return named
     beside = Path(sys.executable).parent / "mpiexec"

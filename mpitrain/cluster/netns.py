@@ -21,13 +21,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .links import parse_rate, tbf_args
+from .. import settings
 
 PREFIX = "mtc-"                       # every namespace and link this tool makes starts with it
 BRIDGE = PREFIX + "br"
 SUBNET = "10.213.97.0/24"
 HOST_ADDRESS = "10.213.97.254"
 MAX_NODES = 16                        # each node is a few daemons and ranks on 2 cores
-STATE_DIR = Path(os.environ.get("MPITRAIN_CLUSTER_DIR", "/run/mpitrain-cluster"))
+STATE_DIR = Path(settings.get("MPITRAIN_CLUSTER_DIR"))
 
 
 class ClusterError(RuntimeError):

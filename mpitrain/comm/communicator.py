@@ -9,7 +9,6 @@ Every collective goes through the same three steps:
   3. run the algorithm under the watchdog, which aborts the job if a peer never shows up.
 """
 import contextlib
-import os
 import time
 from ctypes import addressof, c_char
 
@@ -24,6 +23,7 @@ from .ops import OPS, combine_op
 from .transport import HostTransport
 from .watchdog import Watchdog, abort_job, timeout_from_env
 from .. import kernels
+from .. import settings
 
 SIGNATURE_TAG, VERDICT_TAG, OBJECT_TAG = 0x5167, 0x5168, 0x5169
 GPU_TRANSPORTS = ("auto", "ipc", "cuda-mpi", "staged")    # init(gpu_transport=...)
@@ -42,7 +42,7 @@ for _name, _code in kernels.compiled.DTYPE_CODES.items():
 
 def debug_from_env(debug):
     if debug is None:
-        return os.environ.get("MPITRAIN_DEBUG", "0") not in ("", "0", "false", "no")
+        return settings.get("MPITRAIN_DEBUG")
     return bool(debug)
 
 
@@ -469,7 +469,7 @@ class Communicator:
         if self._gpu_transport is None:
             from .transport.ipc import IpcTransport, IpcUnavailable
             from .transport.staged import StagedTransport
-            choice = self.gpu_transport_choice or os.environ.get("MPITRAIN_GPU_TRANSPORT", "auto")
+            choice = self.gpu_transport_choice or settings.get("MPITRAIN_GPU_TRANSPORT", self.rank)
             if choice not in GPU_TRANSPORTS:
                 raise CollectiveError(self.rank, f"GPU transport {choice!r} (gpu_transport= or "
                                                  f"MPITRAIN_GPU_TRANSPORT): choose "

@@ -31,8 +31,9 @@ off; MPITRAIN_PEER_BLOCKS sets the most thread blocks a kernel uses (default 128
 128 blocks moved 1 GB at 277 GB/s one-shot against 268 with 64, bench/RESULTS.md).
 MPITRAIN_PEER_CE_WAIT=kernel makes the copy-engine path wait in a one-block kernel (with the
 kernels' timeout trap) instead of stream memory operations (whose waits the host watchdog
-times). MPITRAIN_CE_REDUCE_BLOCKS caps the copy-engine path's reduce kernel grid (default 0: one
-thread per 16 bytes, up to 8192 blocks).
+times). The copy-engine path's reduce kernel takes one thread per 16 bytes, up to 8192
+blocks (a cap on its grid ran the trainer no faster on 2x H200; the tests still cap it, to run
+the kernel's stride loop).
 
 Registered outputs (PeerWorkspace.register, data parallel's buckets): a buffer that is
 all-reduced in place again and again is mapped into every peer once, and the copy-engine path
@@ -40,11 +41,11 @@ then writes each reduced chunk straight into the peers' buffers (no local copy o
 workspace; csrc/cuda_peer_ce.cu). MPITRAIN_PEER_REGISTER=0 turns it off.
 """
 import ctypes
-import os
 import time
 import weakref
 
 from ..kernels.compiled import DTYPE_CODES, OP_CODES, check
+from .. import settings
 
 ONE_SHOT, TWO_SHOT, REDUCE_SCATTER, ALL_GATHER, TWO_SHOT_PUSH, COPY_ENGINE = range(6)
 CE_WAITS = {"memop": 0, "kernel": 1}       # csrc/cuda_peer_ce.cu: MT_CE_WAIT_*
@@ -57,18 +58,18 @@ _U8 = DTYPE_CODES["uint8"]
 
 
 def enabled_from_env():
-    return os.environ.get("MPITRAIN_PEER_KERNELS", "1") not in ("0", "", "false", "no")
+    return settings.get("MPITRAIN_PEER_KERNELS") != "0"
 
 
 def shared_gpus_from_env():
     """MPITRAIN_PEER_KERNELS=shared: the peer kernels and the copy-engine path also for ranks
     that share a GPU (their processes take turns on it, so every barrier waits a time slice:
     slow, for testing those paths on a machine of one GPU)."""
-    return os.environ.get("MPITRAIN_PEER_KERNELS", "1") == "shared"
+    return settings.get("MPITRAIN_PEER_KERNELS") == "shared"
 
 
 def region_bytes_from_env():
-    mb = float(os.environ.get("MPITRAIN_PEER_REGION_MB", "256"))
+    mb = settings.get("MPITRAIN_PEER_REGION_MB")
     nbytes = int(mb * (1 << 20)) // LINE * LINE
     if nbytes <= 0:
         raise ValueError(f"MPITRAIN_PEER_REGION_MB={mb:g}: must be positive")
@@ -76,31 +77,21 @@ def region_bytes_from_env():
 
 
 def max_blocks_from_env():
-    blocks = int(os.environ.get("MPITRAIN_PEER_BLOCKS", "128"))
+    blocks = settings.get("MPITRAIN_PEER_BLOCKS")
     if not 1 <= blocks <= MAX_BLOCKS:
         raise ValueError(f"MPITRAIN_PEER_BLOCKS={blocks}: must be 1..{MAX_BLOCKS}")
     return blocks
 
 
 def ce_wait_from_env():
-    kind = os.environ.get("MPITRAIN_PEER_CE_WAIT", "memop")
+    kind = settings.get("MPITRAIN_PEER_CE_WAIT")
     if kind not in CE_WAITS:
         raise ValueError(f"MPITRAIN_PEER_CE_WAIT={kind!r}: choose from {', '.join(CE_WAITS)}")
     return kind
 
 
-def ce_reduce_blocks_from_env():
-    blocks = int(os.environ.get("MPITRAIN_CE_REDUCE_BLOCKS", "0"))
-    if blocks < 0:
-        raise ValueError(f"MPITRAIN_CE_REDUCE_BLOCKS={blocks}: must be >= 0 (0: sized by the data)")
-    return blocks
-
-
 def register_from_env():
-    value = os.environ.get("MPITRAIN_PEER_REGISTER", "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"MPITRAIN_PEER_REGISTER={value!r}: choose 1 (on) or 0 (off)")
-    return value == "1"
+    return settings.get("MPITRAIN_PEER_REGISTER")
 
 
 def two_shot_bounds(count, size, itemsize):
@@ -125,6 +116,8 @@ class PeerWorkspace:
 
     Built by IpcTransport.peer_workspace(), collectively (every rank at the same call)."""
 
+    ce_reduce_blocks = 0       # the copy-engine reduce's grid cap; 0: sized by the data
+
     def __init__(self, transport, timeout_s, max_blocks=None):
         self.transport = transport
         self.lib, self.comm = transport.lib, transport.comm
@@ -139,7 +132,6 @@ class PeerWorkspace:
         # all_reduce's calls through the fast lane go by the copy engines (COPY_ENGINE)
         self.copy_engine = False
         self.ce_wait = ce_wait_from_env()
-        self.ce_reduce_blocks = ce_reduce_blocks_from_env()   # 0: the reduce's grid fits the data
         if not 1 <= self.max_blocks <= MAX_BLOCKS:
             raise ValueError(f"rank {self.rank}: peer kernel blocks {max_blocks}: must be 1..{MAX_BLOCKS}")
         self.timeout_s = float(timeout_s)

@@ -5,18 +5,19 @@ when); a daemon thread wakes every second or so and, if the current wait is olde
 timeout, prints which collective, which step and which rank(s) have not arrived, then aborts.
 MPI's blocking calls release the GIL, so the thread runs while the main thread is stuck in MPI.
 """
-import os
 import sys
 import threading
 import time
 
-DEFAULT_TIMEOUT_S = 600.0   # as long as torch.distributed's default for NCCL: ten minutes
+from .. import settings
+
+DEFAULT_TIMEOUT_S = settings.SETTINGS["MPITRAIN_TIMEOUT"].default   # 600 s, as torch.distributed
 
 
 def timeout_from_env(timeout):
     """The timeout in seconds: the argument, else $MPITRAIN_TIMEOUT, else the default; 0 = off."""
     if timeout is None:
-        timeout = float(os.environ.get("MPITRAIN_TIMEOUT", DEFAULT_TIMEOUT_S))
+        timeout = settings.get("MPITRAIN_TIMEOUT")
     return float(timeout)
 
 

@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass
 
 from .communicator import Communicator
+from .. import settings
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Topology:
 
 def discover_topology(comm):
     from mpi4py import MPI
-    fake = os.environ.get("MPITRAIN_RANKS_PER_NODE")
+    fake = settings.get("MPITRAIN_RANKS_PER_NODE")
     if fake:
         local = comm.Split(comm.Get_rank() // int(fake), comm.Get_rank())
     else:
@@ -105,5 +106,5 @@ def share_cores(local_size):
     """Give the compiled kernels this rank's share of the node's cores (all of them when one
     rank runs alone; one thread each when ranks outnumber cores). MPITRAIN_CPU_THREADS wins."""
     from .. import kernels
-    if not os.environ.get("MPITRAIN_CPU_THREADS"):
+    if not settings.get("MPITRAIN_CPU_THREADS"):
         kernels.set_cpu_threads(cores_per_rank(local_size))

@@ -31,25 +31,19 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 
 from .decode import DataError, decode
+from .. import settings
 
 CHUNK = 4                       # images per message to a worker process (load balance vs. overhead)
 
 
 def loader_workers():
-    value = os.environ.get("MPITRAIN_LOADER_WORKERS", "")
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise DataError(f"MPITRAIN_LOADER_WORKERS={value}: give a number of workers >= 1")
-        return int(value)
-    return max(1, len(os.sched_getaffinity(0)))
+    return settings.get("MPITRAIN_LOADER_WORKERS") or max(1, len(os.sched_getaffinity(0)))
 
 
 def loader_kind():
-    default = "processes" if os.path.isdir("/proc/self/fd") else "threads"
-    value = os.environ.get("MPITRAIN_LOADER", default)
-    if value not in ("processes", "threads"):
-        raise DataError(f"MPITRAIN_LOADER={value}: choose processes or threads")
-    return value
+    if os.environ.get("MPITRAIN_LOADER", "").strip() == "" and not os.path.isdir("/proc/self/fd"):
+        return "threads"                     # the processes open their slots through /proc
+    return settings.get("MPITRAIN_LOADER")
 
 
 def make_decoder():

@@ -11,6 +11,7 @@ import ctypes
 import os
 
 from . import locations
+from .. import settings
 
 DTYPE_CODES = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3, "int64": 4, "int32": 5,
                "uint8": 6}
@@ -82,7 +83,7 @@ def _load(name, signatures):
         return _loaded[name]
     lib = None
     path = None
-    if os.environ.get("MPITRAIN_KERNELS", "") != "reference":
+    if settings.get("MPITRAIN_KERNELS") != "reference":
         path = locations.find_library(name)
         if path is None:
             from .build import build_at_first_use
@@ -103,7 +104,7 @@ def cpu_lib():
     lib = _load("libmpitrain_cpu.so", _CPU_SIGNATURES)
     if lib is not None and "threads" not in _loaded:
         _loaded["threads"] = True
-        threads = int(os.environ.get("MPITRAIN_CPU_THREADS", "0")) or (os.cpu_count() or 1)
+        threads = settings.get("MPITRAIN_CPU_THREADS") or (os.cpu_count() or 1)
         check(lib, lib.mt_cpu_set_threads(threads))
     return lib
 
@@ -127,7 +128,7 @@ def mpi_lib():
     if "mpi-usable" in _loaded:
         return _loaded["mpi-usable"]
     lib = None
-    if os.environ.get("MPITRAIN_SMALL_ALLREDUCE", "c") != "python":
+    if settings.get("MPITRAIN_SMALL_ALLREDUCE") != "python":
         lib = _load("libmpitrain_mpi.so", _MPI_SIGNATURES)
     if lib is not None:
         from mpi4py import MPI

@@ -3,7 +3,7 @@
     payload = compress(x, "int4")          # a Payload: codes and one float32 scale per block
     y = decompress(payload)                # float32, the shape of x
     feedback = ErrorFeedback(n)            # per worker: what compression dropped, added back
-    payload = feedback.compress(delta, "int8")   # next time
+    payload = feedback.compress(delta, "int8")   # at the next outer step
 
 Formats (bytes per element on the wire):
   fp32  4      exact;

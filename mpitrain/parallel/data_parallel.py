@@ -26,7 +26,6 @@ The path of one gradient (ARCHITECTURE.md):
      communication stream (on the host it unpacks the packed buckets there).
 """
 import contextlib
-import os
 import time
 
 import torch
@@ -37,6 +36,7 @@ from .comm_thread import CommThread
 from .naive_data_parallel import NaiveDataParallel
 from .replicate import broadcast_parameters
 from .streams import comm_stream, overlapping_comm
+from .. import settings
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PACKABLE = (torch.float32, torch.bfloat16, torch.float16)
@@ -339,10 +339,7 @@ BUCKET_WAITS = ("stream", "host")
 
 def bucket_wait_from_env(rank):
     """MPITRAIN_DP_BUCKET_WAIT: stream (default) or host (see DataParallel.bucket_wait)."""
-    value = os.environ.get("MPITRAIN_DP_BUCKET_WAIT", "stream")
-    if value not in BUCKET_WAITS:
-        raise ValueError(f"rank {rank}: MPITRAIN_DP_BUCKET_WAIT={value!r}: choose stream or host")
-    return value
+    return settings.get("MPITRAIN_DP_BUCKET_WAIT", rank)
 
 
 def _threads_allowed():

@@ -6,9 +6,9 @@ kernels leave the SMs to the compute. Used by data parallel, ZeRO-2 and ZeRO-3.
     join(stream)                        # the current stream waits for it (before the update)
 """
 import contextlib
-import os
 
 import torch
+from .. import settings
 
 
 def overlapping_comm(world, copy_engine=None):
@@ -18,24 +18,18 @@ def overlapping_comm(world, copy_engine=None):
     few SMs (MPITRAIN_DP_PEER_BLOCKS, default 32) and wait for their peers on one block first
     (MPITRAIN_PEER_ARRIVE_FIRST=0 turns that off)."""
     comm = world.dup()
-    comm.peer_blocks = int(os.environ.get("MPITRAIN_DP_PEER_BLOCKS", "32"))
-    comm.peer_arrive_first = os.environ.get("MPITRAIN_PEER_ARRIVE_FIRST", "1") != "0"
+    comm.peer_blocks = settings.get("MPITRAIN_DP_PEER_BLOCKS")
+    comm.peer_arrive_first = settings.get("MPITRAIN_PEER_ARRIVE_FIRST")
     if copy_engine is None:
-        copy_engine = os.environ.get("MPITRAIN_PEER_COPY_ENGINE", "1") != "0"
+        copy_engine = settings.get("MPITRAIN_PEER_COPY_ENGINE")
     comm.peer_copy_engine = bool(copy_engine)
     return comm
 
 
 def comm_stream(device):
-    """A stream for collectives beside compute. MPITRAIN_COMM_PRIORITY=high gives it CUDA's
-    highest priority (its kernels' blocks are scheduled before the compute stream's waiting
-    ones: the short reduce kernels of a bucket do not queue behind a GEMM's waves; on 2x H200
-    the trainer ran no faster with it, bench/RESULTS.md); default: the compute stream's."""
-    priority = os.environ.get("MPITRAIN_COMM_PRIORITY", "default")
-    if priority not in ("default", "high"):
-        raise ValueError(f"MPITRAIN_COMM_PRIORITY={priority!r}: choose default or high")
-    # torch maps any number below CUDA's range to its highest priority
-    return torch.cuda.Stream(device=device, priority=-100 if priority == "high" else 0)
+    """A stream for collectives beside compute, at the compute stream's priority (CUDA's highest
+    priority for it ran the trainer no faster on 2x H200, bench/RESULTS.md 2026-11-23)."""
+    return torch.cuda.Stream(device=device)
 
 
 def on_stream(stream):

@@ -174,6 +174,10 @@ CHOICES = {"data": SOURCES, "precision": PRECISIONS, "optimizer": ("adamw", "sgd
            "parallel": PARALLEL, "device": ("auto", "cpu", "cuda"), "grad_dtype": GRAD_DTYPES,
            "param_dtype": ("fp32", "bf16"), "inner": DILOCO_INNER,
            "outer_dtype": ("fp32", "bf16", "int8", "int4")}
+# flags whose meaning may still change (the rest are stable)
+EXPERIMENTAL = {"compile_piece_mb", "tail_mb", "zero3_window", "zero3_keep_between", "workers",
+                "inner", "sync_every", "outer_lr", "outer_momentum", "fragments", "overlap",
+                "outer_dtype"}
 KINDS = {"int": int, "float": float, "str": str, "bool": bool}
 
 
@@ -274,3 +278,36 @@ def from_args(argv=None):
     values = vars(given)
     values.pop("config")
     return TrainConfig(**values)
+
+
+def flags_markdown():
+    """Every flag of the trainer by topic, as markdown (docs/configuration.md holds this)."""
+    topic = {name: group for group, names in GROUPS.items() for name in names}
+    out = []
+    for group in [*GROUPS, "other"]:
+        rows = []
+        for f in fields(TrainConfig):
+            if topic.get(f.name, "other") != group:
+                continue
+            if f.name == "model":
+                flag = "`MODEL`"
+            elif _kind(f) is bool and f.default:
+                flag = f"`--no-{f.name.replace('_', '-')}`"
+            else:
+                flag = f"`--{f.name.replace('_', '-')}`"
+            choices = " \\| ".join(CHOICES[f.name]) if f.name in CHOICES else ""
+            default = "off" if _kind(f) is bool and not f.default else \
+                ("on" if _kind(f) is bool else f"`{f.default!r}`")
+            stability = "experimental" if f.name in EXPERIMENTAL else "stable"
+            rows.append(f"| {flag} | {default} | {choices} | {stability} | "
+                        f"{_help(f.name).replace('|', '/')} |")
+        if rows:
+            out += [f"### {group}", "", "| flag | default | choices | stability | meaning |",
+                    "|---|---|---|---|---|",
+                    *rows, ""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(flags_markdown())
+

@@ -4,7 +4,7 @@ On any machine: the byte pieces a message is cut into cover it exactly (sent thr
 on host memory, which the pointers may name as well), and forcing the transport on an MPI that
 says it is not CUDA-aware fails on every rank with the rank and the library's answer.
 With a GPU and a CUDA-aware MPI (the GPU round runs these under Intel MPI with I_MPI_OFFLOAD=1,
-bench/gpu_round.sh cuda-mpi-tests): results against MPI's allgather + numpy, messages in pieces,
+bench/gpu_suite.sh cuda-mpi-tests): results against MPI's allgather + numpy, messages in pieces,
 and the stream order on both sides.
     mpiexec -n 2 python -m pytest --with-mpi tests/mpi/test_cuda_mpi_transport.py
 """

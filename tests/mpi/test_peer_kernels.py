@@ -167,7 +167,8 @@ def test_copy_engine_lane_with_ranks_drifting_apart(peer_world, wait, reduce_blo
     Ranks held up in turn, sizes and dtypes changing, nothing synchronised between calls; every
     result against the oracle."""
     monkeypatch.setenv("MPITRAIN_PEER_CE_WAIT", wait)
-    monkeypatch.setenv("MPITRAIN_CE_REDUCE_BLOCKS", str(reduce_blocks))
+    from mpitrain.comm.peer import PeerWorkspace
+    monkeypatch.setattr(PeerWorkspace, "ce_reduce_blocks", reduce_blocks)
     comm = peer_world.dup()
     comm.peer_copy_engine = True
     comm.peer_arrive_first = True

@@ -1,7 +1,7 @@
 """The CUDA kernels (csrc/cuda_*.cu) against CPU oracles: torch on the host and numpy.
 
 Skipped with a reason where there is no GPU or the CUDA library was not built; run on the GPU
-machine with `bash bench/gpu_round.sh` (see bench/RESULTS.md).
+machine with `bash bench/gpu_suite.sh` (see bench/RESULTS.md).
 """
 import time
 

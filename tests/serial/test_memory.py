@@ -1,7 +1,7 @@
 """The memory accountant's activations (parallel/memory.py) against what autograd really keeps:
 every tensor saved for backward during a forward pass, counted by storage (saved_tensors_hooks),
 on CPU, fp32 and bf16 autocast. Model states are checked against real tensors in
-tests/mpi/test_memory.py; the GPU peak against torch.cuda.max_memory_allocated in the README.
+tests/mpi/test_memory.py; the GPU peak against torch.cuda.max_memory_allocated in docs/zero.md.
 """
 import pytest
 import torch

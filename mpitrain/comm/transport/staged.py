@@ -23,22 +23,21 @@ MPITRAIN_STAGED_SHARED=0 sends every chunk as MPI messages, on one node too (to 
 where shared windows misbehave). Every message carries its own tag on the communicator's
 private duplicate: per pair, chunks and notes arrive in the order they were sent.
 """
-import os
 
 import numpy as np
 from mpi4py import MPI
 
 from .host import DATA_TAG
 from .one_call import OneCall
+from ... import settings
 
 BYTE = MPI.BYTE
-DEFAULT_CHUNK_MB = 4
 STAGES = 3                       # per direction and pair
 NOTE_TAG, FREE_TAG = 0x6D73, 0x6D74
 
 
 def shared_from_env():
-    return os.environ.get("MPITRAIN_STAGED_SHARED", "1") not in ("0", "", "false", "no")
+    return settings.get("MPITRAIN_STAGED_SHARED")
 
 
 def _bytes(torch, buf):
@@ -116,7 +115,7 @@ class StagedTransport(OneCall):
         self.torch = torch
         self.comm = comm
         self.watchdog = watchdog
-        mb = float(os.environ.get("MPITRAIN_STAGE_CHUNK_MB", DEFAULT_CHUNK_MB))
+        mb = settings.get("MPITRAIN_STAGE_CHUNK_MB")
         self.chunk = int(chunk_bytes or mb * 2**20)
         self._stages = None
         self._d2h_stream = None

@@ -1,9 +1,8 @@
 #!/bin/bash
-# One round on the GPU machine (through the device tool), everything a GPU issue needs in one
-# call: build the kernels for sm_90, run the CUDA tests, then the GPU benchmarks, each with its
-# baseline in the same run. Results land in $OUT (the device tool brings them back).
+# The GPU suite, in one command on a GPU machine: build the kernels for sm_90, run the CUDA
+# tests, then the GPU benchmarks, each with its baseline in the same run. Results land in $OUT.
 #
-#   bash bench/gpu_round.sh [tests|pack|model|train|train-compile|dp-tests|cuda-tests|cuda-mpi-tests|... ]
+#   bash bench/gpu_suite.sh [tests|pack|model|train|train-compile|dp-tests|cuda-tests|cuda-mpi-tests|... ]
 #   (default: tests pack model train, in that order; dp-* run one rank per visible GPU)
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -65,18 +64,18 @@ for step in $steps; do
              --json "$OUT/model-vit_l16.json" 2>&1 | grep -v Warning | tee "$OUT/model-vit_l16.txt" ;;
     train) $PY -m mpitrain.train vit_l16 --data synthetic --precision bf16 --batch-size 64 \
              --steps 60 --log-every 20 --no-progress 2>&1 | tee "$OUT/train-vit_l16.txt" ;;
-    train-compile) # the issue's command, and one GPU alone with the same per-GPU batch, same job
+    train-compile) # the compiled vit_l16 trainer on every GPU, and one GPU alone with the same per-GPU batch, same job
            for n in ${NS:-1 $NGPU}; do
              $MPIRUN -n $n $PYFULL -m mpitrain.train vit_l16 --data synthetic --precision bf16 \
                --batch-size $((64 * n)) --compile --steps ${STEPS:-80} --log-every 20 --no-progress ${TRAIN_ARGS:-} 2>&1 \
                | grep -v -i warn | grep -v "^\[rank" | tee -a "$OUT/train-compile${TAG:-}.txt"
            done ;;
-    train-seq) # the issue's command in a given order, e.g. RUNS="1 2 2:--no-grad-views 1 2"
+    train-seq) # the trainer's two-GPU command in a given order, e.g. RUNS="1 2 2:--no-grad-views 1 2"
            # (N[:extra flags], the flags comma-separated): A/B runs in one job, interleaved.
            # 1@K: one GPU, GPU K alone; pair: two one-GPU jobs at once, one on each GPU, no
            # exchange between them (what both GPUs do busy together, without communication)
            # (a NAME=VALUE among the flags is set in the ranks' environment instead:
-           # RUNS="2:MPITRAIN_COMM_PRIORITY=high")
+           # RUNS="2:MPITRAIN_DP_BUCKET_WAIT=host")
            seq_train() { local envs="" flags="" x
                for x in $2; do case $x in [A-Z]*=*) export "$x"; envs="$envs -x ${x%%=*}" ;; *) flags="$flags $x" ;; esac; done
                ${PIN:-} $MPIRUN $envs ${PIN:+--bind-to none} -n $1 $PYFULL -m mpitrain.train vit_l16 --data synthetic --precision bf16 \
