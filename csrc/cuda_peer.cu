@@ -2,7 +2,7 @@
  * GPUs' memory directly (CUDA IPC mappings over NVLink) and synchronised by flags in that memory.
  *
  * Every rank owns a workspace: a flag area, then two data regions (calls alternate between them).
- * Every rank has mapped every peer's workspace (mpitrain/comm/peer.py), so `base[q]` below is rank
+ * Every rank has mapped every peer's workspace (mpitrain/comm/peer_workspace.py), so `base[q]` below is rank
  * q's workspace as seen from this GPU. One call, on every rank at once:
  *
  *   phase 0  copy this rank's input into its own data region;

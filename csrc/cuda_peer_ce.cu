@@ -27,7 +27,7 @@
  *   memop:  cuStreamWriteValue32 of the epoch into every peer's counter for this rank (a
  *           system-wide fence first, so the copies before it have landed), then
  *           cuStreamWaitValue32 on this rank's counters: the stream's front end waits, no SM
- *           spins (a peer that never comes is caught by the host watchdog, comm/peer.py);
+ *           spins (a peer that never comes is caught by the host watchdog, comm/peer_workspace.py);
  *   kernel: one block of 32 threads runs peer_barrier (a spinning SM, with the timeout trap).
  * No barrier at the end, for the reason the push kernel needs none: the next call uses the
  * other region, and the call after it writes this one only after every peer has passed the next

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .precision import autocast
 from .checkpoint import CheckpointError
 from .comm import init
 from .data import SOURCES, load_dataset
@@ -25,7 +26,6 @@ from .data.folder import DataError
 from .data.sampler import eval_indices
 from .inference import class_name, load_model
 
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parser():
@@ -50,8 +50,7 @@ def score(model, data, world, device, batch_size, precision, num_classes):
     confusion = np.zeros((num_classes, num_classes), np.int64)
     loss_sum = np.zeros(1, np.float64)
     mine = eval_indices(len(data), world.rank, world.size)
-    with torch.no_grad(), torch.autocast(device.type, AUTOCAST.get(precision, torch.float32),
-                                         enabled=precision in AUTOCAST):
+    with torch.no_grad(), autocast(device.type, precision):
         for start in range(0, len(mine), batch_size):
             x, y = data.batch(mine[start: start + batch_size], device, model.cfg.img_size, train=False)
             logits = model(x).float()

@@ -11,15 +11,13 @@ import numpy as np
 
 from ..comm.dtypes import DTYPES
 
-TORCH_DTYPES = {"float64": "float64", "float32": "float32", "float16": "float16",
-                "bfloat16": "bfloat16", "int64": "int64", "int32": "int32", "uint8": "uint8"}
 
 
 def make_gpu_call(world, op, impl, count, dtype):
     """A no-argument function doing one call of `op` by `impl` on this rank's GPU."""
     import torch
     device = torch.device("cuda", torch.cuda.current_device())
-    tdtype = getattr(torch, TORCH_DTYPES[dtype])
+    tdtype = getattr(torch, dtype)
     p = world.size
     k = count // p
     full = torch.zeros(count, dtype=tdtype, device=device)

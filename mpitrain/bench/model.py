@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 
+from ..precision import autocast
 from ..models import ALIASES, ViTConfig, build_model
 from .cli import bench_main
 
-AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}
 
 
 def timm_name(model):
@@ -32,11 +32,10 @@ def make_step(torch, model, cfg, batch, precision, device):
     x = torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, device=device)
     y = torch.randint(0, cfg.num_classes, (batch,), device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    dtype = getattr(torch, AUTOCAST.get(precision, "float32"))
     loss_fn = torch.nn.functional.cross_entropy
 
     def step():
-        with torch.autocast(device.type, dtype, enabled=precision in AUTOCAST):
+        with autocast(device.type, precision):
             loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()

@@ -49,7 +49,7 @@ class Case:
 
     def __init__(self, torch, grads, cap_bytes, wire, scale):
         self.torch, self.wire, self.scale = torch, wire, scale
-        wire_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[wire]
+        wire_dtype = getattr(torch, wire)
         self.groups = buckets_of(grads, cap_bytes)
         self.layouts = [kernels.BucketLayout.of(g, wire) for g in self.groups]
         self.buckets = [torch.zeros(lay.total, dtype=wire_dtype, device=grads[0].device)

@@ -40,13 +40,14 @@ import time
 
 import numpy as np
 
+from ..precision import autocast, torch_dtype
 from ..models import ViTConfig, VisionTransformer
+from ..parallel.buckets import DEFAULT_TAIL_MB
 from .cli import bench_main
 from .torch_dist import start_torch_distributed
 
 IMPLS = ("mpitrain", "mpitrain-sync", "mpitrain-sm", "mpitrain-packed", "naive", "ddp", "local", "local-split", "mpitrain-zero3",
          "fsdp2", "mpitrain-diloco")
-AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}
 
 
 def add_arguments(p):
@@ -88,7 +89,7 @@ def add_arguments(p):
     p.add_argument("--compile-piece-mb", type=float, default=100.0,
                    help="mpitrain and local-split with --compile: parameter megabytes per "
                         "compiled piece (0: each block compiled on its own)")
-    p.add_argument("--tail-mb", default="24,6",
+    p.add_argument("--tail-mb", default=DEFAULT_TAIL_MB,
                    help="mpitrain's buckets and, with --compile, mpitrain's and local-split's "
                         "pieces also end where the parameter MB still to come in backward drop "
                         "to each of these (the trainer's --tail-mb; none: no cuts)")
@@ -141,9 +142,8 @@ def build(impl, cfg, world, device, args):
     if impl == "fsdp2":
         start_torch_distributed(world, device)
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-        policy = MixedPrecisionPolicy(param_dtype=dtypes[args.param_dtype],
-                                      reduce_dtype=dtypes[args.grad_dtype])
+        policy = MixedPrecisionPolicy(param_dtype=torch_dtype(args.param_dtype),
+                                      reduce_dtype=torch_dtype(args.grad_dtype))
         for block in model.blocks:
             fully_shard(block, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
@@ -201,12 +201,11 @@ def run_round(impl, cfg, world, device, args, batches):
     t = build(impl, cfg, world, device, args)
     opt = t.zero.optimizer if t.zero is not None else t.optimizer or _adamw(t.model.parameters(),
                                                                             device)
-    dtype = getattr(torch, AUTOCAST.get(args.precision, "float32"))
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     loss = None
 
     def step(x, y):
-        with torch.autocast(device.type, dtype, enabled=args.precision in AUTOCAST):
+        with autocast(device.type, args.precision):
             loss = F.cross_entropy(t.forward(x), y)
         loss.backward()
         t.after_backward()

@@ -40,7 +40,7 @@ HIERARCHICAL_MIN_BYTES = 256 << 10  # ranks on several nodes, the same number on
 # GB/s busbw for auto's flat choice). Over an unshaped veth, as fast as memory, it only won
 # from 16 MB.
 
-PEER_ONE_SHOT_MAX_BYTES = 256 << 10   # GPU buffers with the peer kernels (comm/peer.py): one-shot
+PEER_ONE_SHOT_MAX_BYTES = 256 << 10   # GPU buffers with the peer kernels (comm/peer_workspace.py): one-shot
 # all-reduce up to this size, two-shot above. (A first guess from the traffic model: one-shot
 # reads (p - 1) x size per rank, two-shot 2 (p - 1)/p x size but meets the peers twice; to be
 # replaced by the measured crossover.)

@@ -20,6 +20,7 @@ from .buffers import as_buffer
 from .context import Context, DeviceContext, DeviceScratchPool, ScratchPool
 from .errors import CollectiveError, CollectiveMismatchError
 from .ops import OPS, combine_op
+from .topology import Topology
 from .transport import HostTransport
 from .watchdog import Watchdog, abort_job, timeout_from_env
 from .. import kernels
@@ -70,7 +71,7 @@ class Communicator:
         self._device_pool = DeviceScratchPool()
         self._gpu_transport = None           # made when the first GPU buffer arrives
         self.gpu_transport_choice = gpu_transport   # auto | ipc | staged (None: the environment)
-        self._peer_lane = None               # all_reduce's GPU fast lane (comm/peer.py), or None
+        self._peer_lane = None               # all_reduce's GPU fast lane (comm/peer_workspace.py), or None
         self._levels = None                  # node and cross-node communicators (hierarchical.py)
         self.peer_blocks = None              # most thread blocks of a peer kernel (None: env/default)
         self.peer_arrive_first = False       # peer kernels wait for the peers on one block first
@@ -118,7 +119,6 @@ class Communicator:
         """Collective: a Communicator over the ranks that pass the same `color` (ordered by `key`,
         default this rank), with its own topology (which of its ranks share a node) and the same
         timeout, debug mode and GPU transport choice as this one."""
-        from .world import Topology
         comm = self.mpi_comm.Split(int(color), self.rank if key is None else int(key))
         nodes = comm.allgather(self.topology.node)
         order = list(dict.fromkeys(nodes))            # nodes by their first rank in the split
@@ -500,7 +500,7 @@ class Communicator:
                 workspace.arrive_first = self.peer_arrive_first
                 workspace.copy_engine = self.peer_copy_engine
                 if not self.debug:
-                    from .peer import PeerLane
+                    from .peer_workspace import PeerLane
                     self._peer_lane = PeerLane(workspace, self.size, auto.PEER_ONE_SHOT_MAX_BYTES)
         if self._trace is not None:
             from .trace import TracingTransport
@@ -544,7 +544,7 @@ class Communicator:
         will all_reduce in place many times, each time on every rank (data parallel's buckets),
         kept alive by every rank meanwhile. Where the copy-engine lane serves it, every rank's
         buffer is mapped into every peer and the reduced chunks are written straight into it
-        (comm/peer.py). Returns whether that took effect (the same on every rank)."""
+        (comm/peer_workspace.py). Returns whether that took effect (the same on every rank)."""
         if self.size == 1:
             return False
         self.device_transport(tensor.get_device())
@@ -553,7 +553,7 @@ class Communicator:
         return self._peer_lane.workspace.register(tensor)
 
     def peer_kernels_reason(self, device):
-        """None when the GPU peer kernels (comm/peer.py) serve buffers on `device`, else why
+        """None when the GPU peer kernels (comm/peer_workspace.py) serve buffers on `device`, else why
         not. Sets up the GPU transport on first use: every rank must call it together."""
         transport = self.device_transport(device)
         return getattr(transport, "peer_reason",

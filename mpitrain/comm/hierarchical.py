@@ -11,6 +11,7 @@ through host-staged MPI between nodes, host buffers over MPI point-to-point ever
 needs the same number of ranks on every node (step 2 pairs local rank j of every node).
 MPITRAIN_RANKS_PER_NODE=k pretends nodes of k ranks, which is how one machine tests it.
 """
+from .algorithms.blocks import even_counts
 from .errors import CollectiveError
 
 
@@ -29,12 +30,6 @@ class Levels:
         self.cross = parent.split(t.local_rank)      # local rank j of every node
 
 
-def chunks(count, parts):
-    """counts of `parts` nearly equal chunks of `count` elements."""
-    base, extra = divmod(count, parts)
-    return [base + (1 if j < extra else 0) for j in range(parts)]
-
-
 def hierarchical_all_reduce(levels, buf, op):
     """In place over `buf` (flat: a numpy array, torch tensor or CuPy array); op: sum, max, min
     or prod."""
@@ -42,7 +37,7 @@ def hierarchical_all_reduce(levels, buf, op):
         raise CollectiveError(levels.rank, f"algorithm 'hierarchical' cannot run: "
                                                 f"{levels.reason}")
     node, cross = levels.node, levels.cross
-    counts = chunks(buf.shape[0], node.size)
+    counts = even_counts(buf.shape[0], node.size)
     start = sum(counts[:node.rank])
     mine = buf[start: start + counts[node.rank]]
     node.reduce_scatter_v(buf, mine, counts, op=op)

@@ -33,7 +33,7 @@ class Watchdog:
         self.peers = ()              # the rank(s) the current wait needs, or an object whose
                                      # .value is that rank (the C lane writes a ctypes int)
         self.progress = 0            # bumped at every wait: the thread sees whether we move
-        # GPU waits the host does not see (stream memory operations, comm/peer.py): callables
+        # GPU waits the host does not see (stream memory operations, comm/peer_workspace.py): callables
         # (now, timeout_s) -> a message when one is overdue, else None; checked every poll
         self.gpu_checks = []
         if timeout_s > 0:

@@ -12,9 +12,10 @@ buckets are all-reduced in plan order, so ranks always pair the same bucket with
 """
 from dataclasses import dataclass, field
 
+from ..kernels.pack import ITEMSIZE
+
 WIRE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-WIRE_ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
-DEFAULT_TAIL_MB = (24.0, 6.0)    # the trainer's --tail-mb
+DEFAULT_TAIL_MB = "24,6"    # the trainer's and the benchmark's --tail-mb
 
 
 def parse_tail_mb(text):
@@ -49,7 +50,7 @@ class BucketSpec:
     device: object = None            # the gradients' torch device
 
     def nbytes(self, wire_dtype):
-        return self.elements * WIRE_ITEMSIZE[wire_dtype]
+        return self.elements * ITEMSIZE[wire_dtype]
 
 
 def plan_buckets(params, first_cap_bytes, cap_bytes, wire_dtype, tail_cuts_bytes=()):
@@ -59,7 +60,7 @@ def plan_buckets(params, first_cap_bytes, cap_bytes, wire_dtype, tail_cuts_bytes
     Returns a list of BucketSpec."""
     if cap_bytes <= 0 or first_cap_bytes <= 0:
         raise ValueError(f"bucket caps must be > 0 bytes, got first {first_cap_bytes}, cap {cap_bytes}")
-    itemsize = WIRE_ITEMSIZE[wire_dtype]
+    itemsize = ITEMSIZE[wire_dtype]
     before = parameter_bytes_before(params)
     cuts = sorted(tail_cuts_bytes, reverse=True)
     buckets = []

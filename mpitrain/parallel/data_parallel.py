@@ -30,6 +30,8 @@ import time
 
 import torch
 
+from .no_sync import NoSync
+from ..precision import torch_dtype
 from .. import kernels
 from .buckets import WIRE_DTYPES, describe_plan, plan_buckets, tail_cuts_bytes
 from .comm_thread import CommThread
@@ -38,7 +40,6 @@ from .replicate import broadcast_parameters
 from .streams import comm_stream, overlapping_comm
 from .. import settings
 
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PACKABLE = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -55,7 +56,7 @@ class Bucket:
         self.params = spec.params
         self.layout = kernels.BucketLayout([p.numel() for p in spec.params], wire_dtype)
         device = spec.device
-        self.wire = torch.zeros(self.layout.total, dtype=TORCH_DTYPES[wire_dtype], device=device)
+        self.wire = torch.zeros(self.layout.total, dtype=torch_dtype(wire_dtype), device=device)
         self.on_gpu = device.type == "cuda"
         # bucket complete on the GPU; host_wait: the communication thread sleeps on it (a
         # blocking-sync event) instead of queueing a stream wait
@@ -107,7 +108,7 @@ class Bucket:
         return self._plan
 
 
-class DataParallel:
+class DataParallel(NoSync):
     """The bucketed, overlapped engine. Build it with apply_data_parallel()."""
 
     def __init__(self, model, world, bucket_mb=25.0, first_bucket_mb=1.0, grad_dtype="fp32",
@@ -182,16 +183,6 @@ class DataParallel:
         return describe_plan([b.spec for b in self.buckets], self._names, self.wire_dtype)
 
     # ----------------------------------------------------------------------- during backward
-    @contextlib.contextmanager
-    def no_sync(self):
-        """Backwards inside accumulate into .grad and send nothing; the next backward outside
-        sends the accumulated sum (as DDP's no_sync)."""
-        previous, self._sync = self._sync, False
-        try:
-            yield
-        finally:
-            self._sync = previous
-
     def _on_grad_ready(self, param):
         if not self._sync:
             return

@@ -22,12 +22,13 @@ optimizer holds one flat parameter per group, that slice, and only that slice's 
 
 Both are checked against data parallel and a single process in tests/mpi/test_zero.py.
 """
-import contextlib
 
 import torch
 
 from .. import kernels
+from ..precision import SHORT, torch_dtype
 from .buckets import plan_buckets
+from .no_sync import NoSync
 from .replicate import broadcast_parameters
 from .streams import join, on_stream, overlapping_comm
 
@@ -70,21 +71,17 @@ class FlatGroup:
         return counts, max(start, lo) - lo
 
 
-REDUCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 def reduce_dtype_of(name, rank):
-    if name not in REDUCE_DTYPES:
-        raise ValueError(f"rank {rank}: reduce dtype {name!r}: choose from {', '.join(REDUCE_DTYPES)}")
-    return REDUCE_DTYPES[name]
+    if name not in SHORT:
+        raise ValueError(f"rank {rank}: reduce dtype {name!r}: choose from {', '.join(SHORT)}")
+    return torch_dtype(name)
 
 
-class ShardedGradients:
+class ShardedGradients(NoSync):
     """What the stages share: the accumulation switch, one reused packing buffer, and the
     reduce-scatter in the reduction dtype (gradients travel and are summed in it; the shard's
     gradient is float32 again)."""
 
-    _sync = True
     _bucket_buffer = None
     _wire_buffer = None
     reduce_dtype = torch.float32
@@ -112,16 +109,6 @@ class ShardedGradients:
         wire = self._wire_buffer[:n]          # reused, like the packing buffer (same stream)
         comm.reduce_scatter_v(flat, wire, counts)
         shard_grad.copy_(wire)
-
-    @contextlib.contextmanager
-    def no_sync(self):
-        """Gradient accumulation: backwards inside keep accumulating in .grad; the next one
-        outside reduces the sum."""
-        previous, self._sync = self._sync, False
-        try:
-            yield
-        finally:
-            self._sync = previous
 
 
 class Zero(ShardedGradients):

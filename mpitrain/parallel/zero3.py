@@ -43,12 +43,13 @@ import contextlib
 
 import torch
 
+from ..precision import torch_dtype
 from .. import kernels
 from .replicate import broadcast_parameters
 from .streams import join, on_stream, overlapping_comm
 from .zero import ShardedGradients, flatten, reduce_dtype_of
 
-PARAM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PARAM_DTYPES = ("fp32", "bf16")
 
 
 class FlatShard:
@@ -177,7 +178,7 @@ class Zero3(ShardedGradients):
         self.world = world
         self.window = int(window)
         self.keep_between = bool(keep_between)
-        self.param_dtype = PARAM_DTYPES[param_dtype]
+        self.param_dtype = torch_dtype(param_dtype)
         self.reduce_dtype = reduce_dtype_of(reduce_dtype, world.rank)
         trainable = [p for p in model.parameters() if p.requires_grad]
         for p in trainable:

@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass, fields
 
 from ..data import SOURCES
-from ..parallel.buckets import parse_tail_mb
+from ..parallel.buckets import DEFAULT_TAIL_MB, parse_tail_mb
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 PARALLEL = ("dp", "dp-naive", "zero1", "zero2", "zero3", "diloco")
@@ -51,7 +51,7 @@ class TrainConfig:
     parallel: str = "dp"             # dp (bucketed, overlapped) | dp-naive (per-parameter, after backward) | zero1 | zero2 | zero3 | diloco (workers apart, outer steps every --sync-every)
     bucket_mb: float = 25.0          # dp: gradient bucket cap in MB (one bucket per parameter when tiny)
     first_bucket_mb: float = 1.0     # dp: cap of the first bucket (the last layers), sent earliest
-    tail_mb: str = "24,6"            # dp: end a bucket (and with --compile a compiled piece) where the parameter MB still to come in backward drop to each of these, so little is left to all-reduce after backward ("none": no cuts)
+    tail_mb: str = DEFAULT_TAIL_MB   # dp: end a bucket (and with --compile a compiled piece) where the parameter MB still to come in backward drop to each of these, so little is left to all-reduce after backward ("none": no cuts)
     grad_dtype: str = "fp32"         # dp: gradients on the wire; zero1-3: the reduce-scatter's dtype: fp32 | bf16 | fp16 (averaged, cast back)
     grad_views: bool = True          # dp: each .grad a view of its fp32 bucket, so no pack and no unpack (as DDP's gradient_as_bucket_view)
     find_unused_parameters: bool = False   # dp: parameters without a gradient count as zero (else an error)

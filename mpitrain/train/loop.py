@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..precision import autocast
 from .. import checkpoint, kernels
 from ..checkpoint import diloco as diloco_checkpoint
 from ..comm.world import cores_per_rank
@@ -33,7 +34,6 @@ from .metrics import JsonLines, Progress, TensorBoard, measure_matmul_tflops, ru
 from .run_dir import check_checkpoint_dir, resume_note
 from .weights import init_from, model_card
 
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingError(RuntimeError):
@@ -176,8 +176,7 @@ def evaluate(model, data, world, device, img_size, precision):
     model.eval()
     correct = 0
     mine = eval_indices(len(data), world.rank, world.size)
-    with torch.no_grad(), torch.autocast(device.type, AUTOCAST.get(precision, torch.float32),
-                                         enabled=precision in AUTOCAST):
+    with torch.no_grad(), autocast(device.type, precision):
         for start in range(0, len(mine), 256):
             x, y = data.batch(mine[start: start + 256], device, img_size, train=False)
             correct += int((model(x).argmax(-1) == y).sum())
@@ -312,8 +311,7 @@ def train_step(cfg, run, indices, step, gen):
     for m in range(cfg.grad_accum):
         part = indices[m * cfg.micro_batch_size: (m + 1) * cfg.micro_batch_size]
         x, y = data.batch(part, run.device, run.mcfg.img_size, train=True, generator=gen)
-        with torch.autocast(run.device.type, AUTOCAST.get(cfg.precision, torch.float32),
-                            enabled=cfg.precision in AUTOCAST):
+        with autocast(run.device.type, cfg.precision):
             loss = F.cross_entropy(run.step_model(x), y) / cfg.grad_accum
         last = m == cfg.grad_accum - 1          # only the last backward sends gradients
         with contextlib.nullcontext() if last else dp.no_sync():

@@ -11,15 +11,15 @@ import json
 import time
 
 import torch
+from ..precision import torch_dtype
 
-MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def measure_matmul_tflops(device, precision, seconds=0.5):
     """Sustained TFLOP/s of a square matrix product on this rank's device."""
     cuda = device.type == "cuda"
     n = (8192 if precision != "fp32" else 4096) if cuda else 1024
-    dtype = MATMUL_DTYPES[precision] if cuda else torch.float32
+    dtype = torch_dtype(precision) if cuda else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if cuda else (lambda: None)

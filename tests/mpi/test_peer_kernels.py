@@ -1,4 +1,4 @@
-"""The GPU peer kernels (comm/peer.py, csrc/cuda_peer.cu) beyond the per-collective sweep of
+"""The GPU peer kernels (comm/peer_workspace.py, csrc/cuda_peer.cu) beyond the per-collective sweep of
 test_collectives_cuda.py: pieces larger than a workspace region, many calls in a row (the
 regions alternate and the barrier counters run on), calls alternating between streams, uneven
 counts, in-place and overlapping buffers, and the fast lane. Oracles: MPI's allgather + numpy.
@@ -167,7 +167,7 @@ def test_copy_engine_lane_with_ranks_drifting_apart(peer_world, wait, reduce_blo
     Ranks held up in turn, sizes and dtypes changing, nothing synchronised between calls; every
     result against the oracle."""
     monkeypatch.setenv("MPITRAIN_PEER_CE_WAIT", wait)
-    from mpitrain.comm.peer import PeerWorkspace
+    from mpitrain.comm.peer_workspace import PeerWorkspace
     monkeypatch.setattr(PeerWorkspace, "ce_reduce_blocks", reduce_blocks)
     comm = peer_world.dup()
     comm.peer_copy_engine = True

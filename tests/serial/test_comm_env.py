@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from mpitrain.comm import peer
+from mpitrain.comm import peer_workspace as peer
 
 
 def test_bucket_wait_refuses_unknown_values(monkeypatch):

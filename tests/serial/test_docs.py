@@ -7,7 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TOPS = ("mpitrain/", "csrc/", "bench/", "docs/", "tests/", "examples/", "hostfiles/")
-# paths the pages give inside the package (comm/peer.py is mpitrain/comm/peer.py)
+# paths the pages give inside the package (comm/peer_workspace.py is mpitrain/comm/peer_workspace.py)
 INSIDE = ("comm/", "parallel/", "kernels/", "train/", "data/", "models/", "checkpoint/",
           "cluster/")
 PATH = re.compile(r"(?<![\w/.-])((?:" + "|".join(map(re.escape, TOPS + INSIDE)) + r")[\w./*-]*)")

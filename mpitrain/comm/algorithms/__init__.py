@@ -8,7 +8,7 @@
     scatter         binomial, linear
     gather          binomial, linear
 
-GPU buffers only, over CUDA IPC with one GPU per rank (peer.py, comm/peer.py):
+GPU buffers only, over CUDA IPC with one GPU per rank (peer_kernels.py, comm/peer_workspace.py):
 
     all_reduce      one_shot, two_shot
     reduce_scatter  peer
@@ -18,7 +18,7 @@ GPU buffers only, over CUDA IPC with one GPU per rank (peer.py, comm/peer.py):
 """
 from .binomial import binomial_broadcast, binomial_gather, binomial_reduce, binomial_scatter
 from .linear import linear_broadcast, linear_gather, linear_reduce, linear_scatter
-from .peer import PEER_ALGORITHMS
+from .peer_kernels import PEER_ALGORITHMS
 from .rabenseifner import rabenseifner_all_reduce
 from .recursive_doubling import recursive_doubling_all_reduce, recursive_doubling_c_all_reduce
 from .ring import ring_all_gather, ring_all_reduce, ring_reduce_scatter

@@ -59,10 +59,10 @@ class IpcTransport(OneCall):
         self._workspace = None
 
     def peer_workspace(self, max_blocks=None):
-        """The peer kernels' workspace (comm/peer.py), made once (max_blocks: the most thread
+        """The peer kernels' workspace (comm/peer_workspace.py), made once (max_blocks: the most thread
         blocks its kernels use; None: MPITRAIN_PEER_BLOCKS or the default)."""
         if self._workspace is None:
-            from ..peer import PeerWorkspace
+            from ..peer_workspace import PeerWorkspace
             self._workspace = PeerWorkspace(self, self.watchdog.timeout_s, max_blocks)
         return self._workspace
 
@@ -230,7 +230,7 @@ class IpcTransport(OneCall):
         """None when the peer kernels can run (one GPU per rank unless MPITRAIN_PEER_KERNELS=
         shared, at most 8 ranks, not turned off), else why not; the same answer on every rank."""
         import torch
-        from ..peer import MAX_RANKS, enabled_from_env, shared_gpus_from_env
+        from ..peer_workspace import MAX_RANKS, enabled_from_env, shared_gpus_from_env
         gpus = comm.allgather(str(torch.cuda.get_device_properties(device).uuid))
         if not enabled_from_env():
             return "MPITRAIN_PEER_KERNELS=0"

@@ -1,11 +1,11 @@
-"""The peer-kernel algorithms (GPU buffers, CUDA IPC, one GPU per rank): see comm/peer.py.
+"""The peer-kernel algorithms (GPU buffers, CUDA IPC, one GPU per rank): see comm/peer_workspace.py.
 
 Unlike the algorithms beside them these take no steps of their own: each hands the whole call
 to one kernel that reads the peers' GPU memory. Every rank reaches the same decision (the
 transport, the sizes and the region are the same everywhere), so no rank waits in a kernel
 that another rank never launches.
 """
-from .. import peer
+from .. import peer_workspace as peer
 from ..errors import CollectiveError
 from .ring import ring_all_gather, ring_reduce_scatter
 
