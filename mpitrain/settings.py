@@ -97,19 +97,21 @@ SETTINGS = {s.name: s for s in (
        "GPU peer kernels over CUDA IPC: 1 on, 0 off, shared also for ranks sharing a GPU "
        "(slow; for testing on one GPU).", choices=("1", "0", "shared")),
     _s("MPITRAIN_PEER_REGION_MB", 256.0, "float", "stable",
-       "Largest workspace region of the peer kernels, MB.", minimum=1),
+       "Largest workspace region of the peer kernels, MB.", minimum=0.001),
     _s("MPITRAIN_PEER_BLOCKS", 128, "int", "stable",
-       "Most thread blocks of a peer kernel.", minimum=1, maximum=1024),
+       "Most thread blocks of a peer kernel.", minimum=1, maximum=128),
     _s("MPITRAIN_DP_PEER_BLOCKS", 32, "int", "stable",
        "Most thread blocks of the peer kernels that run beside compute (data parallel, ZeRO).",
-       minimum=1, maximum=1024),
+       minimum=1, maximum=128),
     _s("MPITRAIN_PEER_ARRIVE_FIRST", True, "bool", "experimental",
        "Beside compute, wait for the peers on one block before a peer kernel starts."),
     _s("MPITRAIN_PEER_COPY_ENGINE", True, "bool", "stable",
        "Data parallel's GPU all-reduces move by the copy engines (0: the peer kernels)."),
     _s("MPITRAIN_PEER_CE_WAIT", "memop", "choice", "experimental",
        "How the copy-engine all-reduce waits for its peers: stream memory operations, or a "
-       "one-block kernel with the kernels' timeout trap.", choices=("memop", "kernel")),
+       "one-block kernel with the kernels' timeout trap (for drivers without "
+       "cuStreamWaitValue32; the two measured the same on 2x H200).",
+       choices=("memop", "kernel")),
     _s("MPITRAIN_PEER_REGISTER", True, "bool", "stable",
        "Buffers all-reduced in place again and again are mapped into every peer once, and the "
        "reduced chunks written straight into them."),
@@ -166,7 +168,8 @@ def markdown():
             else s.default
         default = f"`{default:g}`" if isinstance(default, float) else \
             (f"`{default}`" if default != "" else "(unset)")
-        rows.append(f"| `{s.name}` | {default} | {s.takes()} | {s.stability} | {s.doc} |")
+        takes = s.takes().replace("|", "\\|")
+        rows.append(f"| `{s.name}` | {default} | {takes} | {s.stability} | {s.doc} |")
     return "\n".join(rows) + "\n"
 
 

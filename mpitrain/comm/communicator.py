@@ -20,6 +20,7 @@ from .buffers import as_buffer
 from .context import Context, DeviceContext, DeviceScratchPool, ScratchPool
 from .errors import CollectiveError, CollectiveMismatchError
 from .ops import OPS, combine_op
+from .peer_workspace import PeerOptions
 from .topology import Topology
 from .transport import HostTransport
 from .watchdog import Watchdog, abort_job, timeout_from_env
@@ -73,9 +74,7 @@ class Communicator:
         self.gpu_transport_choice = gpu_transport   # auto | ipc | staged (None: the environment)
         self._peer_lane = None               # all_reduce's GPU fast lane (comm/peer_workspace.py), or None
         self._levels = None                  # node and cross-node communicators (hierarchical.py)
-        self.peer_blocks = None              # most thread blocks of a peer kernel (None: env/default)
-        self.peer_arrive_first = False       # peer kernels wait for the peers on one block first
-        self.peer_copy_engine = False        # all_reduce's fast lane by the copy engines
+        self.peer = PeerOptions()            # how its GPU peer kernels run (peer_workspace.py)
         self._trace = None                   # the open Trace (world.trace()), or None
         self._calls = 0
         self._sync_calls = 0                 # barriers and object collectives (not traced)
@@ -467,45 +466,52 @@ class Communicator:
         init(gpu_transport=...) or MPITRAIN_GPU_TRANSPORT=ipc|cuda-mpi|staged forces one (ipc
         and cuda-mpi fail on every rank, with the reason, when they cannot work)."""
         if self._gpu_transport is None:
-            from .transport.ipc import IpcTransport, IpcUnavailable
-            from .transport.staged import StagedTransport
-            choice = self.gpu_transport_choice or settings.get("MPITRAIN_GPU_TRANSPORT", self.rank)
-            if choice not in GPU_TRANSPORTS:
-                raise CollectiveError(self.rank, f"GPU transport {choice!r} (gpu_transport= or "
-                                                 f"MPITRAIN_GPU_TRANSPORT): choose "
-                                                 f"{', '.join(GPU_TRANSPORTS)}")
-            transport = near = None
-            if choice in ("auto", "ipc") and self.size > 1:
-                # auto with ranks on several nodes, some sharing one: IPC for the pairs that do
-                across = choice == "auto" and 1 < self.num_nodes < self.size
-                try:
-                    near = IpcTransport.probe(self.comm, self.watchdog, device, self.node,
-                                              across_nodes=across)
-                except IpcUnavailable as exc:
-                    if choice == "ipc":
-                        raise CollectiveError(self.rank, f"GPU transport ipc was asked for, but "
-                                                         f"CUDA IPC is unavailable: {exc}") from exc
-                if near is not None and self.num_nodes == 1:
-                    transport, near = near, None
-            if transport is None and choice in ("auto", "cuda-mpi"):
-                transport = self._cuda_mpi_transport(forced=choice == "cuda-mpi")
-            if transport is None:
-                transport = StagedTransport(self.comm, self.watchdog, node=self.node)
-            if near is not None and near.near_peers:
-                from .transport.mixed import MixedTransport
-                transport = MixedTransport(near, transport, near.near_peers)
-            self._gpu_transport = transport
-            if getattr(transport, "peer_reason", "none") is None:
-                workspace = transport.peer_workspace(self.peer_blocks)
-                workspace.arrive_first = self.peer_arrive_first
-                workspace.copy_engine = self.peer_copy_engine
-                if not self.debug:
-                    from .peer_workspace import PeerLane
-                    self._peer_lane = PeerLane(workspace, self.size, auto.PEER_ONE_SHOT_MAX_BYTES)
+            self._gpu_transport = self._choose_gpu_transport(device)
+            self._start_peer_lane(self._gpu_transport)
         if self._trace is not None:
             from .trace import TracingTransport
             return TracingTransport(self._gpu_transport, self._trace)
         return self._gpu_transport
+
+    def _choose_gpu_transport(self, device):
+        """device_transport's choice, made collectively (every rank the same)."""
+        from .transport.ipc import IpcTransport, IpcUnavailable
+        from .transport.staged import StagedTransport
+        choice = self.gpu_transport_choice or settings.get("MPITRAIN_GPU_TRANSPORT", self.rank)
+        if choice not in GPU_TRANSPORTS:
+            raise CollectiveError(self.rank, f"GPU transport {choice!r} (gpu_transport= or "
+                                             f"MPITRAIN_GPU_TRANSPORT): choose "
+                                             f"{', '.join(GPU_TRANSPORTS)}")
+        transport = near = None
+        if choice in ("auto", "ipc") and self.size > 1:
+            # auto with ranks on several nodes, some sharing one: IPC for the pairs that do
+            across = choice == "auto" and 1 < self.num_nodes < self.size
+            try:
+                near = IpcTransport.probe(self.comm, self.watchdog, device, self.node,
+                                          across_nodes=across)
+            except IpcUnavailable as exc:
+                if choice == "ipc":
+                    raise CollectiveError(self.rank, f"GPU transport ipc was asked for, but "
+                                                     f"CUDA IPC is unavailable: {exc}") from exc
+            if near is not None and self.num_nodes == 1:
+                transport, near = near, None
+        if transport is None and choice in ("auto", "cuda-mpi"):
+            transport = self._cuda_mpi_transport(forced=choice == "cuda-mpi")
+        if transport is None:
+            transport = StagedTransport(self.comm, self.watchdog, node=self.node)
+        if near is not None and near.near_peers:
+            from .transport.mixed import MixedTransport
+            transport = MixedTransport(near, transport, near.near_peers)
+        return transport
+
+    def _start_peer_lane(self, transport):
+        """The peer kernels' workspace and all_reduce's GPU fast lane, where the transport
+        offers them (CUDA IPC, one GPU per rank; peer_reason None)."""
+        if getattr(transport, "peer_reason", "none") is None:
+            workspace = transport.peer_workspace(self.peer)
+            if not self.debug:
+                from .peer_workspace import PeerLane
+                self._peer_lane = PeerLane(workspace, self.size, auto.PEER_ONE_SHOT_MAX_BYTES)
 
     def _cuda_mpi_transport(self, forced):
         """The CUDA-aware MPI transport when the library of every rank says it takes CUDA memory

@@ -29,9 +29,9 @@ Used when the CUDA IPC transport is up and every rank has its own GPU (ranks sha
 would spin against each other's kernels), for up to 8 ranks. MPITRAIN_PEER_KERNELS=0 turns it
 off; MPITRAIN_PEER_BLOCKS sets the most thread blocks a kernel uses (default 128: on 2x H200
 128 blocks moved 1 GB at 277 GB/s one-shot against 268 with 64, bench/RESULTS.md).
-MPITRAIN_PEER_CE_WAIT=kernel makes the copy-engine path wait in a one-block kernel (with the
-kernels' timeout trap) instead of stream memory operations (whose waits the host watchdog
-times). The copy-engine path's reduce kernel takes one thread per 16 bytes, up to 8192
+The copy-engine path waits for its peers with stream memory operations (the host watchdog
+times them); MPITRAIN_PEER_CE_WAIT=kernel waits in a one-block kernel instead (with the
+kernels' timeout trap), for drivers without cuStreamWaitValue32. The copy-engine path's reduce kernel takes one thread per 16 bytes, up to 8192
 blocks (a cap on its grid ran the trainer no faster on 2x H200; the tests still cap it, to run
 the kernel's stride loop).
 
@@ -43,6 +43,7 @@ workspace; csrc/cuda_peer_ce.cu). MPITRAIN_PEER_REGISTER=0 turns it off.
 import ctypes
 import time
 import weakref
+from dataclasses import dataclass
 
 from ..kernels.compiled import DTYPE_CODES, OP_CODES, check
 from .. import settings
@@ -54,6 +55,15 @@ THREADS = 512                       # per block (MT_PEER_THREADS)
 MAX_BLOCKS = 128                    # MT_PEER_MAX_BLOCKS
 LINE = 128                          # two-shot chunks start on cache-line boundaries
 MIN_REGION = 1 << 20
+
+
+@dataclass
+class PeerOptions:
+    """How one communicator's peer kernels run; read when its workspace is made (its first GPU
+    collective). parallel/streams.py sets them for the communicators beside compute."""
+    blocks: int = None           # most thread blocks a kernel uses (None: MPITRAIN_PEER_BLOCKS)
+    arrive_first: bool = False   # wait for the peers on one block before each kernel
+    copy_engine: bool = False    # all_reduce's fast lane by the copy engines
 _U8 = DTYPE_CODES["uint8"]
 
 
@@ -81,13 +91,6 @@ def max_blocks_from_env():
     if not 1 <= blocks <= MAX_BLOCKS:
         raise ValueError(f"MPITRAIN_PEER_BLOCKS={blocks}: must be 1..{MAX_BLOCKS}")
     return blocks
-
-
-def ce_wait_from_env():
-    kind = settings.get("MPITRAIN_PEER_CE_WAIT")
-    if kind not in CE_WAITS:
-        raise ValueError(f"MPITRAIN_PEER_CE_WAIT={kind!r}: choose from {', '.join(CE_WAITS)}")
-    return kind
 
 
 def register_from_env():
@@ -118,22 +121,19 @@ class PeerWorkspace:
 
     ce_reduce_blocks = 0       # the copy-engine reduce's grid cap; 0: sized by the data
 
-    def __init__(self, transport, timeout_s, max_blocks=None):
+    def __init__(self, transport, timeout_s, options):
         self.transport = transport
         self.lib, self.comm = transport.lib, transport.comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.device = transport.device
         self.max_region_bytes = region_bytes_from_env()
         self.region_bytes = 0           # grown on demand (_ensure), up to max_region_bytes
-        self.max_blocks = int(max_blocks) if max_blocks else max_blocks_from_env()
-        # wait for the peers on one block before the call's kernel (csrc/cuda_peer.cu,
-        # peer_arrive_kernel): for collectives that overlap compute
-        self.arrive_first = False
-        # all_reduce's calls through the fast lane go by the copy engines (COPY_ENGINE)
-        self.copy_engine = False
-        self.ce_wait = ce_wait_from_env()
+        self.options = options
+        self.ce_wait = settings.get("MPITRAIN_PEER_CE_WAIT", self.rank)   # CE_WAITS
+        self.max_blocks = int(options.blocks) if options.blocks else max_blocks_from_env()
         if not 1 <= self.max_blocks <= MAX_BLOCKS:
-            raise ValueError(f"rank {self.rank}: peer kernel blocks {max_blocks}: must be 1..{MAX_BLOCKS}")
+            raise ValueError(f"rank {self.rank}: peer kernel blocks {options.blocks}: must be "
+                             f"1..{MAX_BLOCKS}")
         self.timeout_s = float(timeout_s)
         self._own = None
         self._mapped = []               # (peer, handle): the peers' workspaces opened here
@@ -208,7 +208,7 @@ class PeerWorkspace:
         those calls skip the copy out of the workspace. Returns whether it took effect (every
         rank the same: off with MPITRAIN_PEER_REGISTER=0, or where any rank cannot)."""
         ptr, nbytes = tensor.data_ptr(), tensor.numel() * tensor.element_size()
-        usable = bool(self.register_outputs and self.copy_engine and nbytes > 0
+        usable = bool(self.register_outputs and self.options.copy_engine and nbytes > 0
                       and tensor.is_contiguous())
         handle, offset = self.transport._export(ptr) if usable else (None, 0)
         everyone = self.comm.allgather((usable, nbytes, handle, offset))
@@ -241,7 +241,7 @@ class PeerWorkspace:
             check(self.lib, self.lib.mt_peer_run(
                 mode, self._bases, self.rank, self.size, src, dst, self._bound, n, self._region,
                 self.region_bytes, self._epoch & 0xFFFFFFFF, blocks, dtype_code, op_code,
-                int(self.arrive_first), self.timeout_s, self.device, stream))
+                int(self.options.arrive_first), self.timeout_s, self.device, stream))
         self._epoch += 2 if mode in (TWO_SHOT, TWO_SHOT_PUSH, COPY_ENGINE) else 1
         self._region ^= 1
 
@@ -346,7 +346,7 @@ class PeerLane:
         itemsize = t.element_size()
         ptr = t.data_ptr()
         nbytes = count * itemsize
-        mode = (COPY_ENGINE if ws.copy_engine          # beside compute: no SM, whatever the size
+        mode = (COPY_ENGINE if ws.options.copy_engine          # beside compute: no SM, whatever the size
                 else ONE_SHOT if nbytes <= self.one_shot_max_bytes else TWO_SHOT_PUSH)
         # avg: the copy engines' reducing pass scales by 1/p (data parallel's buckets); the
         # kernels sum, then one division

@@ -17,12 +17,13 @@ def overlapping_comm(world, copy_engine=None):
     no SM (copy_engine; None: MPITRAIN_PEER_COPY_ENGINE, default on); its peer kernels take
     few SMs (MPITRAIN_DP_PEER_BLOCKS, default 32) and wait for their peers on one block first
     (MPITRAIN_PEER_ARRIVE_FIRST=0 turns that off)."""
+    from ..comm.peer_workspace import PeerOptions
     comm = world.dup()
-    comm.peer_blocks = settings.get("MPITRAIN_DP_PEER_BLOCKS")
-    comm.peer_arrive_first = settings.get("MPITRAIN_PEER_ARRIVE_FIRST")
     if copy_engine is None:
         copy_engine = settings.get("MPITRAIN_PEER_COPY_ENGINE")
-    comm.peer_copy_engine = bool(copy_engine)
+    comm.peer = PeerOptions(blocks=settings.get("MPITRAIN_DP_PEER_BLOCKS"),
+                            arrive_first=settings.get("MPITRAIN_PEER_ARRIVE_FIRST"),
+                            copy_engine=bool(copy_engine))
     return comm
 
 

@@ -173,7 +173,7 @@ def test_gpu_buckets_are_registered_where_the_copy_engine_lane_serves(world, on_
     mine = slice(world.rank * PER_RANK, (world.rank + 1) * PER_RANK)
     F.cross_entropy(model(x[mine]), y[mine]).backward()
     lane = dp.comm._peer_lane
-    expected = lane is not None and lane.workspace.copy_engine and world.size > 1
+    expected = lane is not None and lane.workspace.options.copy_engine and world.size > 1
     registered = [b.registered for b in dp.buckets]
     calls = lane.workspace.registered_calls if lane is not None else 0
     grads = [p.grad.clone() for p in model.parameters()]

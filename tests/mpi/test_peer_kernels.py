@@ -127,8 +127,8 @@ def test_arrival_barrier_first_with_ranks_drifting_apart(peer_world):
     behind a one-block wait for the peers. Ranks held up in turn by sleeps, many calls of every
     collective, each result against the oracle."""
     comm = peer_world.dup()
-    comm.peer_arrive_first = True
-    comm.peer_blocks = 8
+    comm.peer.arrive_first = True
+    comm.peer.blocks = 8
     assert comm.peer_kernels_reason(torch.cuda.current_device()) is None
     p, r = comm.size, comm.rank
     rng = np.random.default_rng(99)
@@ -166,12 +166,12 @@ def test_copy_engine_lane_with_ranks_drifting_apart(peer_world, wait, reduce_blo
     grid sized by the data, or capped at 3 blocks (each thread then strides over many items).
     Ranks held up in turn, sizes and dtypes changing, nothing synchronised between calls; every
     result against the oracle."""
-    monkeypatch.setenv("MPITRAIN_PEER_CE_WAIT", wait)
     from mpitrain.comm.peer_workspace import PeerWorkspace
+    monkeypatch.setenv("MPITRAIN_PEER_CE_WAIT", wait)
     monkeypatch.setattr(PeerWorkspace, "ce_reduce_blocks", reduce_blocks)
     comm = peer_world.dup()
-    comm.peer_copy_engine = True
-    comm.peer_arrive_first = True
+    comm.peer.copy_engine = True
+    comm.peer.arrive_first = True
     p, r = comm.size, comm.rank
     rng = np.random.default_rng(7)
     calls = []
@@ -202,7 +202,7 @@ def test_copy_engine_avg_scales_in_its_reducing_pass(peer_world):
     1/p in the reducing kernel, no second pass. Against numpy's float64 mean of every rank's
     input: within one rounding of the dtype, and the same bits on every rank."""
     comm = peer_world.dup()
-    comm.peer_copy_engine = True
+    comm.peer.copy_engine = True
     r = comm.rank
     failures = []
     for dtype, rtol in ((torch.float32, 1e-6), (torch.bfloat16, 8e-3), (torch.float16, 1e-3)):
@@ -225,7 +225,7 @@ def test_copy_engine_call_a_peer_has_not_reached_is_seen_by_the_watchdog_check(p
     """A copy-engine call waits in the stream, out of the host's sight: the workspace's check
     reports it once it is older than the timeout and not done, and stops once the peer came."""
     comm = peer_world.dup()
-    comm.peer_copy_engine = True
+    comm.peer.copy_engine = True
     if comm.size < 2:
         pytest.skip("needs a peer")
     x = torch.ones(1 << 20, device="cuda")
@@ -258,7 +258,7 @@ def test_registered_outputs_take_the_peers_results_directly(peer_world, wait, mo
     monkeypatch.setenv("MPITRAIN_PEER_CE_WAIT", wait)
     monkeypatch.setenv("MPITRAIN_PEER_REGION_MB", "0.0625")   # 64 KB regions: 32 KB pieces
     comm = peer_world.dup()
-    comm.peer_copy_engine = True
+    comm.peer.copy_engine = True
     p, r = comm.size, comm.rank
     if p < 2:
         pytest.skip("needs a peer")
@@ -290,7 +290,7 @@ def test_a_freed_registered_buffer_is_forgotten(peer_world, monkeypatch):
     unregistered way (its peers' copies are not mapped); MPITRAIN_PEER_REGISTER=0 registers
     nothing."""
     comm = peer_world.dup()
-    comm.peer_copy_engine = True
+    comm.peer.copy_engine = True
     if comm.size < 2:
         pytest.skip("needs a peer")
     b = torch.zeros(1 << 16, device="cuda")
@@ -308,7 +308,7 @@ def test_a_freed_registered_buffer_is_forgotten(peer_world, monkeypatch):
     assert ws.registered_calls == before
     monkeypatch.setenv("MPITRAIN_PEER_REGISTER", "0")
     other = peer_world.dup()
-    other.peer_copy_engine = True
+    other.peer.copy_engine = True
     assert other.register_in_place(torch.zeros(16, device="cuda")) is False
 
 

@@ -50,7 +50,7 @@ def test_limits_and_parsing():
     assert settings.get("MPITRAIN_TIMEOUT", env={"MPITRAIN_TIMEOUT": "2.5"}) == 2.5
     with pytest.raises(settings.SettingError, match="MPITRAIN_TIMEOUT='-1'"):
         settings.get("MPITRAIN_TIMEOUT", env={"MPITRAIN_TIMEOUT": "-1"})
-    with pytest.raises(settings.SettingError, match="<= 1024"):
+    with pytest.raises(settings.SettingError, match="<= 128"):
         settings.get("MPITRAIN_PEER_BLOCKS", env={"MPITRAIN_PEER_BLOCKS": "5000"})
     assert settings.get("MPITRAIN_DEBUG", env={"MPITRAIN_DEBUG": "yes"}) is True
     assert settings.get("MPITRAIN_STAGED_SHARED", env={"MPITRAIN_STAGED_SHARED": "0"}) is False

@@ -58,12 +58,13 @@ class IpcTransport(OneCall):
         self.peer_reason = "not probed"   # why the peer kernels cannot run here, or None
         self._workspace = None
 
-    def peer_workspace(self, max_blocks=None):
-        """The peer kernels' workspace (comm/peer_workspace.py), made once (max_blocks: the most thread
-        blocks its kernels use; None: MPITRAIN_PEER_BLOCKS or the default)."""
+    def peer_workspace(self, options=None):
+        """The peer kernels' workspace (comm/peer_workspace.py), made once (by the communicator's
+        first GPU collective), run as `options` (a PeerOptions; None: the defaults) say."""
         if self._workspace is None:
-            from ..peer_workspace import PeerWorkspace
-            self._workspace = PeerWorkspace(self, self.watchdog.timeout_s, max_blocks)
+            from ..peer_workspace import PeerOptions, PeerWorkspace
+            self._workspace = PeerWorkspace(self, self.watchdog.timeout_s,
+                                            options or PeerOptions())
         return self._workspace
 
     # ------------------------------------------------------------------------------ plumbing

@@ -24,16 +24,12 @@ where shared windows misbehave). Every message carries its own tag on the commun
 private duplicate: per pair, chunks and notes arrive in the order they were sent.
 """
 
-import numpy as np
 from mpi4py import MPI
 
-from .host import DATA_TAG
-from .one_call import OneCall
 from ... import settings
-
-BYTE = MPI.BYTE
-STAGES = 3                       # per direction and pair
-NOTE_TAG, FREE_TAG = 0x6D73, 0x6D74
+from .one_call import OneCall
+from .staged_chunks import (STAGES, MessageReceiver, MessageSender, WindowReceiver,
+                            WindowSender)
 
 
 def shared_from_env():
@@ -156,15 +152,10 @@ class StagedTransport(OneCall):
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         """Send `sendbuf` to dest while receiving `recvbuf` from source, chunk by chunk."""
-        torch = self.torch
-        chunk, comm, wd = self.chunk, self.comm, self.watchdog
-        out = _bytes(torch, sendbuf)
-        into = _bytes(torch, recvbuf)
+        torch, chunk, wd = self.torch, self.chunk, self.watchdog
+        out, into = _bytes(torch, sendbuf), _bytes(torch, recvbuf)
+        sender, receiver = self._sender(out, dest), self._receiver(into, source)
         n_out, n_in = _chunks(out, chunk), _chunks(into, chunk)
-        shared_out = out is not None and self._shares(dest)
-        shared_in = into is not None and self._shares(source)
-        st = self._setup(messages=(out is not None and not shared_out) or
-                         (into is not None and not shared_in))
         wd.peers = tuple(p for p in (source, dest) if p is not None)
         wd.progress += 1
         caller = torch.cuda.current_stream()
@@ -172,79 +163,49 @@ class StagedTransport(OneCall):
             self._start.record(caller)
             self._d2h_stream.wait_event(self._start)
 
-        # ---- receiving: post the first notes (shared) or chunks (messages)
-        def post_recv(k):
-            i = k % STAGES
-            if shared_in:
-                return comm.Irecv([np.empty(1, np.int64), MPI.INT64_T], source, NOTE_TAG)
-            if st.reading[i]:                     # the GPU may still read this stage
-                st.copied_in[i].synchronize()
-                st.reading[i] = False
-            size = min(chunk, into.numel() - k * chunk)
-            return comm.Irecv([st.recv_np[i][:size], BYTE], source, DATA_TAG)
-
-        recv_reqs = [post_recv(k) if k < n_in else None for k in range(STAGES)]
-        send_reqs = [None] * STAGES               # messages: the Isend of stage i; shared: None
-        free_reqs = [None] * STAGES               # shared: "stage i is free" from dest
-        unacked = []                              # shared receive: chunks copied out, not freed
-
-        def free_stages(block):
-            """Shared receive: tell the source which stages it may reuse (their H2D is done)."""
-            while unacked and (block or self._in_events[unacked[0] % STAGES].query()):
-                k = unacked.pop(0)
-                self._in_events[k % STAGES].synchronize()
-                comm.Send([np.array([k], np.int64), MPI.INT64_T], source, FREE_TAG)
-
         def wait(req):
-            """Wait for req; meanwhile free the stages whose copies are done. Never block
-            without doing that: the source may be waiting for a free stage to send what this
-            rank waits for."""
+            """Wait for req; a window receiver keeps freeing stages meanwhile (never block
+            without that: the source may wait for a free stage to send what we wait for)."""
             wd.progress += 1
-            if not shared_in:
+            if receiver is None or not receiver.shared:
                 req.Wait()
                 return
             while not req.Test():
-                free_stages(block=False)
+                receiver.idle(block=False)
 
+        posted = [receiver.post(k) if k < n_in else None for k in range(STAGES)]
         for k in range(max(n_out, n_in)):
+            i = k % STAGES
             if k < n_out:
-                i = k % STAGES
                 part = out[k * chunk:(k + 1) * chunk]
-                if shared_out:
-                    if free_reqs[i] is not None:  # dest has copied chunk k - STAGES out
-                        wait(free_reqs[i])
-                    stage = self.shared.stage(comm.Get_rank(), dest, i, part.numel())
-                else:
-                    if send_reqs[i] is not None:
-                        wait(send_reqs[i])
-                    stage = st.send[i][:part.numel()]
+                stage = sender.stage(i, part.numel(), wait)
                 with torch.cuda.stream(self._d2h_stream):
                     stage.copy_(part, non_blocking=True)
                     self._events[i].record()
                 self._events[i].synchronize()     # this chunk only: not the device
-                if shared_out:
-                    comm.Send([np.array([k], np.int64), MPI.INT64_T], dest, NOTE_TAG)
-                    free_reqs[i] = comm.Irecv([np.empty(1, np.int64), MPI.INT64_T], dest, FREE_TAG)
-                else:
-                    send_reqs[i] = comm.Isend([st.send_np[i][:part.numel()], BYTE], dest, DATA_TAG)
+                sender.announce(k, i, part.numel())
             if k < n_in:
-                i = k % STAGES
-                wait(recv_reqs[i])
-                part = into[k * chunk:(k + 1) * chunk]
-                if shared_in:
-                    free_stages(block=False)
-                    if part.numel():
-                        part.copy_(self.shared.stage(source, comm.Get_rank(), i, part.numel()),
-                                   non_blocking=True)             # H2D, in the caller's order
-                    self._in_events[i].record(caller)
-                    unacked.append(k)
-                elif part.numel():
-                    part.copy_(st.recv[i][:part.numel()], non_blocking=True)
-                    st.copied_in[i].record(caller)
-                    st.reading[i] = True
-                recv_reqs[i] = post_recv(k + STAGES) if k + STAGES < n_in else None
-        if shared_in:
-            free_stages(block=True)
-        for req in send_reqs + free_reqs:
+                wait(posted[i])
+                receiver.take(k, i, into[k * chunk:(k + 1) * chunk], caller)
+                posted[i] = receiver.post(k + STAGES) if k + STAGES < n_in else None
+        if receiver is not None:
+            receiver.idle(block=True)
+        for req in (sender.requests if sender is not None else []):
             if req is not None:
                 wait(req)
+
+    def _sender(self, out, dest):
+        if out is None:
+            return None
+        if self._shares(dest):
+            self._setup(messages=False)
+            return WindowSender(self.comm, self.shared, dest)
+        return MessageSender(self.comm, self._setup(messages=True), dest)
+
+    def _receiver(self, into, source):
+        if into is None:
+            return None
+        if self._shares(source):
+            self._setup(messages=False)
+            return WindowReceiver(self.comm, self.shared, source, self._in_events)
+        return MessageReceiver(self.comm, self._setup(messages=True), source, into, self.chunk)
