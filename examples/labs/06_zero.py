@@ -134,7 +134,8 @@ def main():
     for item in ("parameters", "gradients", "optimizer state", "wire buckets"):
         row = f"{item:18s}"
         for par, (_, memory, _) in results.items():
-            items, _ = predict(CFG, par, p, PER_RANK, "fp32", "adamw", bucket_mb=BUCKET_MB)
+            items, _ = predict(CFG, par, p, PER_RANK, precision="fp32", optimizer="adamw",
+                               bucket_mb=BUCKET_MB)
             predicted = {i.name: i.bytes for i in items}.get(item, 0)
             have = memory.get(item, 0)
             ok &= abs(predicted - have) <= 64 * (len(list(VisionTransformer(CFG).parameters())) + p)

@@ -111,7 +111,7 @@ class Bucket:
 class DataParallel(NoSync):
     """The bucketed, overlapped engine. Build it with apply_data_parallel()."""
 
-    def __init__(self, model, world, bucket_mb=25.0, first_bucket_mb=1.0, grad_dtype="fp32",
+    def __init__(self, model, world, *, bucket_mb=25.0, first_bucket_mb=1.0, grad_dtype="fp32",
                  find_unused_parameters=False, overlap=True, verbose=False, copy_engine=None,
                  grad_views=True, tail_mb=()):
         if grad_dtype not in WIRE_DTYPES:
@@ -363,5 +363,7 @@ def apply_data_parallel(model, world, bucket_mb=25.0, first_bucket_mb=1.0, grad_
         broadcast_parameters(model, world)
     if naive:
         return NaiveDataParallel(model, world)
-    return DataParallel(model, world, bucket_mb, first_bucket_mb, grad_dtype,
-                        find_unused_parameters, overlap, verbose, copy_engine, grad_views, tail_mb)
+    return DataParallel(model, world, bucket_mb=bucket_mb, first_bucket_mb=first_bucket_mb,
+                        grad_dtype=grad_dtype, find_unused_parameters=find_unused_parameters,
+                        overlap=overlap, verbose=verbose, copy_engine=copy_engine,
+                        grad_views=grad_views, tail_mb=tail_mb)

@@ -88,7 +88,7 @@ def _block_params(cfg):
     return 3 * D * D + 3 * D + D * D + D + D * M + M + M * D + D + 4 * D
 
 
-def predict(cfg, parallel, world_size, micro_batch, precision="fp32", optimizer="adamw",
+def predict(cfg, parallel, world_size, micro_batch, *, precision="fp32", optimizer="adamw",
             grad_dtype="fp32", bucket_mb=25.0, checkpoint_activations=False, window=1,
             keep_between=False, param_dtype="fp32", grad_views=True, diloco=None):
     """The items of one rank's peak and the peak itself: ([Item], peak bytes). param_dtype
@@ -162,8 +162,9 @@ def _predict_diloco(cfg, world_size, micro_batch, precision, optimizer, grad_dty
     fragment's theta_local at the start and, at the merge, its theta_local now and their
     difference)."""
     m = world_size // diloco["workers"]
-    items, peak = predict(cfg, diloco["inner"], m, micro_batch, precision, optimizer, grad_dtype,
-                          bucket_mb, checkpoint_activations, grad_views=grad_views)
+    items, peak = predict(cfg, diloco["inner"], m, micro_batch, precision=precision,
+                          optimizer=optimizer, grad_dtype=grad_dtype, bucket_mb=bucket_mb,
+                          checkpoint_activations=checkpoint_activations, grad_views=grad_views)
     states = sum(i.bytes for i in items if i.name in ("parameters", "gradients", "optimizer state",
                                                       "wire buckets"))
     psi = cfg.count_params()

@@ -116,9 +116,10 @@ def make_diloco(cfg, model, world, device):
         inner = type(cfg)(**{**vars(cfg), "parallel": cfg.inner})
         return make_parallel(inner, model, comm, device)
     try:
-        engine = DiLoCo(model, world, make_inner, diloco_shape(cfg, world)["workers"], cfg.sync_every,
-                        cfg.outer_lr, cfg.outer_momentum, cfg.fragments, cfg.overlap,
-                        cfg.outer_dtype)
+        engine = DiLoCo(model, world, make_inner, workers=diloco_shape(cfg, world)["workers"],
+                        sync_every=cfg.sync_every, outer_lr=cfg.outer_lr,
+                        outer_momentum=cfg.outer_momentum, fragments=cfg.fragments,
+                        overlap=cfg.overlap, outer_dtype=cfg.outer_dtype)
     except DiLoCoConfigError as exc:
         raise ConfigError(str(exc)) from None
     return engine, engine.optimizer
@@ -145,10 +146,12 @@ def memory_report(cfg, mcfg, world, device, rss_before_model, measure):
         measured = memory.peak_rss_bytes() - rss_before_model
         how = "peak RSS minus RSS before the model (CPU: rough)"
     parallel = cfg.parallel if world.size > 1 else "dp"
-    items, peak = memory.predict(mcfg, parallel, world.size, cfg.micro_batch_size, cfg.precision,
-                                 cfg.optimizer, cfg.grad_dtype, cfg.bucket_mb,
-                                 cfg.checkpoint_activations, cfg.zero3_window,
-                                 cfg.zero3_keep_between, cfg.param_dtype, cfg.grad_views,
+    items, peak = memory.predict(mcfg, parallel, world.size, cfg.micro_batch_size,
+                                 precision=cfg.precision, optimizer=cfg.optimizer,
+                                 grad_dtype=cfg.grad_dtype, bucket_mb=cfg.bucket_mb,
+                                 checkpoint_activations=cfg.checkpoint_activations,
+                                 window=cfg.zero3_window, keep_between=cfg.zero3_keep_between,
+                                 param_dtype=cfg.param_dtype, grad_views=cfg.grad_views,
                                  diloco=diloco_shape(cfg, world) if parallel == "diloco" else None)
     text = memory.report(items, peak, measured, how, world.rank, parallel, world.size)
     for t in world.gather_object(text, root=0) or []:
@@ -265,12 +268,13 @@ def setup(cfg, world):
     sampler = ShardedSampler(len(data.train), world.rank, world.size, per_rank_batch, cfg.seed,
                              shuffle=getattr(data.train, "shuffle", True))
     total = cfg.steps or cfg.epochs * sampler.steps_per_epoch
-    return Run(device, data, mcfg, model, step_model, groups, engine, optimizer,
-               inner if isinstance(inner, (Zero, Zero3)) else None,
-               engine if isinstance(engine, DiLoCo) else None,
-               torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"), sampler, total,
-               cfg.eval_every or sampler.steps_per_epoch, model_card(cfg, mcfg, data),
-               rss_before_model)
+    return Run(device=device, data=data, mcfg=mcfg, model=model, step_model=step_model,
+               groups=groups, engine=engine, optimizer=optimizer,
+               zero=inner if isinstance(inner, (Zero, Zero3)) else None,
+               outer=engine if isinstance(engine, DiLoCo) else None,
+               scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
+               sampler=sampler, total=total, eval_every=cfg.eval_every or sampler.steps_per_epoch,
+               card=model_card(cfg, mcfg, data), rss_before_model=rss_before_model)
 
 
 def banner(cfg, run, world, job_peak):

@@ -68,8 +68,8 @@ def held_after_steps(world, parallel, optimizer):
 def test_model_states_match_the_tensors_held(world, parallel, optimizer):
     """dp-packed: data parallel with grad_views=False, whose buckets are memory of their own."""
     held = held_after_steps(world, parallel, optimizer)
-    items, _ = predict(DEEP, "dp" if parallel == "dp-packed" else parallel, world.size, 4, "fp32",
-                       optimizer, bucket_mb=0.004, grad_views=parallel != "dp-packed")
+    items, _ = predict(DEEP, "dp" if parallel == "dp-packed" else parallel, world.size, 4,
+                       precision="fp32", optimizer=optimizer, bucket_mb=0.004, grad_views=parallel != "dp-packed")
     predicted = {i.name: i.bytes for i in items if i.name in held}
     # padding: slots are 16-byte aligned and shards a multiple of 4 elements
     slack = 16 * 4 * (len(list(make_model().parameters())) + world.size)
