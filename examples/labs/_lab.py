@@ -31,11 +31,15 @@ def show(world, trace, args, title, diagram=True):
     """Rank 0 prints every rank's buffer after every step (or steps through it with --step) and
     writes the trace files asked for. Collective: every rank calls it."""
     events, snapshots = trace.gather()
+    if args.step:
+        # rank 0 waits for Enter between steps; the others wait for it in a plain MPI call,
+        # which the collectives' watchdog does not time (a student may think for a while)
+        if world.rank == 0:
+            trace_render.step_through(snapshots)
+        world.mpi_comm.bcast(None, root=0)
     if world.rank != 0:
         return events
-    if args.step:
-        trace_render.step_through(snapshots)
-    elif diagram:
+    if diagram and not args.step:
         print(trace_render.text_diagram(snapshots), flush=True)
     if args.trace:
         trace_render.write_chrome_trace(events, args.trace)

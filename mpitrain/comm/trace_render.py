@@ -51,18 +51,34 @@ def text_diagram(snapshots):
     return "\n\n".join(frames(snapshots))
 
 
-def step_through(snapshots, out=sys.stdout, interactive=None):
-    """Show the frames one at a time; wait for Enter between them when stdin is a terminal
-    (interactive=None), straight through otherwise."""
-    if interactive is None:
-        interactive = sys.stdin.isatty()
+def step_through(snapshots, out=sys.stdout, keys=None):
+    """Show the frames one at a time, waiting for Enter between them. Enter is read from `keys`
+    (default: stdin when someone is at a terminal: under mpiexec rank 0's stdin is a pipe that
+    mpiexec fills from the terminal; without a terminal, as in a batch job, where that pipe
+    never ends, the frames run straight through)."""
+    if keys is None and (sys.stdin.isatty() or _at_a_terminal()):
+        keys = sys.stdin
     shown = frames(snapshots)
+    if keys is None:
+        out.write("(no terminal: every step at once)\n")
     for n, frame in enumerate(shown):
         out.write(frame + "\n")
+        if n + 1 < len(shown) and keys is not None:
+            out.write("  (Enter: next step)\n")
+            out.flush()
+            if keys.readline() == "":              # input ended: the rest at once
+                keys = None
         out.flush()
-        if interactive and n + 1 < len(shown):
-            input("  (Enter: next step) ")
     return len(shown)
+
+
+def _at_a_terminal():
+    """Whether this process has a controlling terminal (mpiexec started from one)."""
+    try:
+        open("/dev/tty").close()
+        return True
+    except OSError:
+        return False
 
 
 def chrome_trace(events):

@@ -17,4 +17,5 @@ def run_mpi(nranks, args, env=None, timeout=120):
     full_env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                     OMPI_MCA_mpi_yield_when_idle="1", PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.run([*mpiexec_command(), "-n", str(nranks), sys.executable, *args],
-                          capture_output=True, text=True, timeout=timeout, env=full_env)
+                          capture_output=True, text=True, timeout=timeout, env=full_env,
+                          stdin=subprocess.DEVNULL, start_new_session=True)   # no terminal

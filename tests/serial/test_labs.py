@@ -27,6 +27,58 @@ def test_lab1_scatter_compute_reduce_broadcast(ranks):
         assert ranks == [0, 1, 2, 3, 0, 1, 2, 3]          # in rank order, every run
 
 
+def test_step_pauses_for_enter_under_mpiexec_at_a_terminal():
+    """As a student runs it: mpiexec in a terminal (a pseudo-terminal here), --step. The next
+    step appears only after Enter; every Enter brings one more."""
+    import os
+    import pty
+    import select
+    import sys
+    import time
+
+    from launch import mpiexec_command
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_mpi_yield_when_idle="1", PYTHONUNBUFFERED="1")
+    cmd = [*mpiexec_command(), "-n", "2", sys.executable, str(LABS / "03_ring.py"), "--step",
+           "--size", "4"]
+    pid, master = pty.fork()           # a session of its own, the pty its terminal: a user's
+    if pid == 0:
+        os.execvpe(cmd[0], cmd, env)
+    seen = ""
+
+    def read_until(text, seconds):
+        nonlocal seen
+        deadline = time.time() + seconds
+        while text not in seen and time.time() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(master, 65536).decode(errors="replace")
+                except OSError:
+                    break
+        return text in seen
+
+    try:
+        assert read_until("(Enter: next step)", 120), seen
+        time.sleep(2)                                     # nobody pressed Enter yet
+        read_until("never printed", 0.5)
+        assert seen.count("(Enter: next step)") == 1 and "after step 1" not in seen, seen
+        os.write(master, b"\n")
+        assert read_until("after step 1", 60), seen
+        for _ in range(10):                               # the remaining steps, one Enter each
+            os.write(master, b"\n")
+            time.sleep(0.3)
+        assert read_until("OK: ", 60), seen
+        _, status = os.waitpid(pid, 0)
+        pid = None
+        assert os.waitstatus_to_exitcode(status) == 0, seen
+    finally:
+        if pid is not None:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(master)
+
+
 def test_lab2_trees(tmp_path):
     out = run_lab("02_trees.py", "--trace", str(tmp_path / "t.json"))
     assert "broadcast #1 (linear)" in out and "reduce #4 (binomial)" in out
