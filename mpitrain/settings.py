@@ -130,9 +130,10 @@ SETTINGS = {s.name: s for s in (
     _s("MPITRAIN_CUDA_ARCH", "90", "text", "stable",
        "The SM architecture the CUDA kernels are built for (90: H100, H200)."),
     # data
-    _s("MPITRAIN_LOADER", "processes", "choice", "stable",
-       "Who decodes image folders: worker processes into shared memory (Linux), or threads "
-       "(the default where /proc is missing).", choices=("processes", "threads")),
+    _s("MPITRAIN_LOADER", "auto", "choice", "stable",
+       "Who decodes image folders: worker processes into shared memory, or threads; auto: "
+       "processes where /proc is (Linux), threads elsewhere.",
+       choices=("auto", "processes", "threads")),
     _s("MPITRAIN_LOADER_WORKERS", 0, "int", "stable",
        "How many loader workers per rank; 0: the cores this rank may run on.", minimum=0),
     # the emulated cluster and the tests

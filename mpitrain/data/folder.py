@@ -29,6 +29,7 @@ class ImageFolderSet:
         self.std = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.epoch = 0
         self._decoder = None
+        self._stats = {}                 # device -> (mean, std) there
         self._ahead = {}                 # (epoch, indices, train) -> futures of decoded images
 
     def __len__(self):
@@ -50,11 +51,14 @@ class ImageFolderSet:
         if key not in self._ahead:
             self._ahead[key] = self._start(indices, img_size, train)
 
-    def images(self, indices, img_size, train):
-        """The batch's images as uint8 (B, 3, img_size, img_size), and its labels."""
+    def images(self, indices, img_size, train, out=None):
+        """The batch's images as uint8 (B, 3, img_size, img_size), written into `out` (a
+        contiguous uint8 tensor of that shape, e.g. pinned) when given, and its labels."""
         key = (self.epoch, tuple(int(i) for i in indices), img_size, train)
         pending = self._ahead.pop(key, None) or self._start(indices, img_size, train)
-        return torch.from_numpy(pending()), self.labels[torch.as_tensor(np.asarray(indices))]
+        x = pending(None if out is None else out.numpy())
+        return (out if out is not None else torch.from_numpy(x),
+                self.labels[torch.as_tensor(np.asarray(indices))])
 
     def host_batch(self, indices, img_size, train):
         """(images, labels) on the host: normalized float32."""
@@ -63,11 +67,15 @@ class ImageFolderSet:
 
     def batch(self, indices, device, img_size, train, generator=None):
         """(images, labels) on `device`: normalized float32 (B, 3, img_size, img_size)."""
-        x, y = self.images(indices, img_size, train and self.train)
-        if device.type == "cuda":
-            x = x.pin_memory()
+        pinned = None
+        if device.type == "cuda":      # decoded straight into page-locked memory: one copy
+            pinned = torch.empty((len(indices), 3, img_size, img_size), dtype=torch.uint8,
+                                 pin_memory=True)
+        x, y = self.images(indices, img_size, train and self.train, out=pinned)
+        if device not in self._stats:  # once per device: no copy (and no wait) per batch
+            self._stats[device] = (self.mean.to(device), self.std.to(device))
+        mean, std = self._stats[device]
         x = x.to(device, non_blocking=True).float()
-        mean, std = self.mean.to(device), self.std.to(device)
         return (x - mean) / std, y.to(device, non_blocking=True)
 
     def close(self):

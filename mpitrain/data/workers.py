@@ -12,7 +12,7 @@ give back a uint8 array (B, 3, S, S).
                PIL, not torch, and are not forked from an MPI process (fork after MPI_Init is
                unsafe), so they start fresh with the same Python.
 
-    MPITRAIN_LOADER           processes (default on Linux) | threads (the default elsewhere)
+    MPITRAIN_LOADER           auto (processes on Linux, threads elsewhere) | processes | threads
     MPITRAIN_LOADER_WORKERS   how many (default: the cores this rank may run on)
 
 A worker that dies or fails names the file it was decoding in a DataError; the trainer turns that
@@ -41,9 +41,10 @@ def loader_workers():
 
 
 def loader_kind():
-    if os.environ.get("MPITRAIN_LOADER", "").strip() == "" and not os.path.isdir("/proc/self/fd"):
-        return "threads"                     # the processes open their slots through /proc
-    return settings.get("MPITRAIN_LOADER")
+    kind = settings.get("MPITRAIN_LOADER")
+    if kind == "auto":                       # the processes open their slots through /proc
+        kind = "processes" if os.path.isdir("/proc/self/fd") else "threads"
+    return kind
 
 
 def make_decoder():
@@ -60,7 +61,7 @@ class ThreadDecoder:
     def start(self, items, img_size, train):
         futures = [self.pool.submit(decode, path, img_size, train, np.random.default_rng(seed))
                    for path, seed in items]
-        return lambda: np.stack([f.result() for f in futures])
+        return lambda out=None: np.stack([f.result() for f in futures], out=out)
 
     def close(self):
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -138,12 +139,16 @@ class ProcessDecoder:
         futures = [self.pool.submit(self._decode_chunk, slot, first, items[first:first + CHUNK],
                                     img_size, train) for first in range(0, len(items), CHUNK)]
 
-        def result():
+        def result(out=None):
             wait(futures)                            # every chunk ends before the slot is reused
             try:
                 for f in futures:
                     f.result()
-                return slot.view(len(items), img_size).copy()
+                view = slot.view(len(items), img_size)
+                if out is None:
+                    return view.copy()
+                out[...] = view
+                return out
             finally:
                 with self.lock:
                     self.free.append(slot)

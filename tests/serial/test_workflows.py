@@ -229,10 +229,14 @@ def test_worker_processes_decode_what_threads_decode(tmp_path, monkeypatch):
         train = load_imagefolder(tmp_path / "photos", 16, seed=1).train
         train.set_epoch(2)
         train.prefetch(list(range(7)), 16, True)
+        into = torch.zeros((2, 3, 16, 16), dtype=torch.uint8)       # as the GPU path decodes
         got[kind] = [train.images(list(range(7)), 16, True)[0],
-                     train.images([3, 1], 16, False)[0]]
+                     train.images([3, 1], 16, False)[0],
+                     train.images([3, 1], 16, False, out=into)[0].clone()]
+        assert train.images([3, 1], 16, False, out=into)[0].data_ptr() == into.data_ptr()
         train.close()
     assert all(torch.equal(a, b) for a, b in zip(got["threads"], got["processes"]))
+    assert torch.equal(got["processes"][1], got["processes"][2])   # out= gives the same bytes
 
 
 @pytest.mark.parametrize("kind", ["threads", "processes"])
