@@ -7,9 +7,11 @@
 
 `run` makes the cluster (or reuses one `up` made with the same nodes and link), launches the
 command with mpiexec through the namespaces' launch agent, and removes what it made when the job
-ends, fails or is interrupted. Needs root; see docs/cluster.md.
+ends, fails or is interrupted. A cluster that a killed `run` left behind is removed by the next
+`up` or `run`, which says so. Needs root; see docs/cluster.md.
 """
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -39,8 +41,16 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
-def up(args):
+def up(args, owner=0):
+    """The cluster ARGS ask for: the existing one if it matches, else a new one (made for the
+    `run` of pid OWNER, or kept until `down` when OWNER is 0)."""
     existing = Cluster.load()
+    why = existing.abandoned() if existing is not None else None
+    if why:
+        print(f"mpitrain.cluster: removing a cluster of {existing.nodes} nodes at {existing.link} "
+              f"left behind ({why})", file=sys.stderr)
+        existing.destroy()
+        existing = None
     if existing is not None:
         if (existing.nodes, existing.link) == (args.nodes, args.link):
             return existing, False
@@ -48,14 +58,14 @@ def up(args):
                            f"`python -m mpitrain.cluster down` first")
     if args.ranks_per_node < 1:
         raise ClusterError(f"--ranks-per-node {args.ranks_per_node}: must be >= 1")
-    return Cluster.create(args.nodes, args.link, args.ranks_per_node), True
+    return Cluster.create(args.nodes, args.link, args.ranks_per_node, owner), True
 
 
 def run(args):
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise ClusterError("run: no command given (python -m mpitrain.cluster run ... -- COMMAND)")
-    cluster, made = up(args)
+    cluster, made = up(args, owner=os.getpid())
     # the hostfile's slots follow this run's ranks per node
     with open(cluster.hostfile, "w") as f:
         f.writelines(f"{n} slots={args.ranks_per_node}\n" for n in cluster.names)

@@ -9,8 +9,9 @@ Node k is the namespace `mtc-nodek` with hostname `nodek` (its own UTS namespace
 launch agent, agent.py), address 10.213.97.(k+1) on its `eth0`; the root namespace holds the bridge
 `mtc-br` with 10.213.97.254, so mpiexec, which runs there, reaches every node's daemon. No route
 leads off the bridge: traffic stays on this machine, between these namespaces.
-State (nodes, link, hostfile, agent) is kept in STATE_DIR/state.json, so `down` and a later
-`up` find what an earlier command made, also after a killed run.
+State (nodes, link, hostfile, agent, and the pid of the `run` that made it, 0 for `up`) is kept
+in STATE_DIR/state.json, so `down` and a later `up` find what an earlier command made, also
+after a killed run; a cluster whose `run` is dead, or whose namespaces are gone, is abandoned.
 """
 import json
 import os
@@ -76,12 +77,23 @@ def leftovers():
     return spaces, links
 
 
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class Cluster:
     nodes: int
     link: str                         # the rate as given, e.g. "1gbit", or "none"
     hostfile: str = ""
     agent: str = ""
+    owner: int = 0                    # pid of the `run` that made it and removes it; 0: `up`
 
     @property
     def names(self):
@@ -89,7 +101,7 @@ class Cluster:
 
     # ------------------------------------------------------------------ making and removing
     @classmethod
-    def create(cls, nodes, link, ranks_per_node=1):
+    def create(cls, nodes, link, ranks_per_node=1, owner=0):
         if not 1 <= nodes <= MAX_NODES:
             raise ClusterError(f"--nodes {nodes}: this tool makes 1 to {MAX_NODES} nodes")
         parse_rate(link)                                  # a bad rate fails before anything is made
@@ -100,7 +112,7 @@ class Cluster:
         if spaces or links:
             raise ClusterError(f"a cluster already exists ({', '.join(spaces + links)}); "
                                f"`python -m mpitrain.cluster down` removes it")
-        cluster = cls(nodes, link)
+        cluster = cls(nodes, link, owner=owner)
         try:
             cluster._make(ranks_per_node)
         except BaseException:
@@ -151,6 +163,17 @@ class Cluster:
             return cls(**json.loads((STATE_DIR / "state.json").read_text()))
         except (OSError, ValueError, TypeError):
             return None
+
+    def abandoned(self):
+        """Why this cluster is a leftover nobody will remove (its `run` was killed, or its
+        namespaces are gone), or None while it is in use or was made by `up`."""
+        if self.owner and not process_alive(self.owner):
+            return f"the run (pid {self.owner}) that made it is gone"
+        spaces, _ = leftovers()
+        missing = [n for n in self.names if PREFIX + n not in spaces]
+        if missing:
+            return f"its namespaces {', '.join(PREFIX + n for n in missing)} are gone"
+        return None
 
     # ------------------------------------------------------------------ links
     def _shape(self, k, link):

@@ -1,5 +1,6 @@
 """The cluster tool's bad input: each a one-line error naming the value, exit status 2."""
 import subprocess
+import time
 import sys
 
 import pytest
@@ -70,3 +71,43 @@ def test_a_leftover_namespace_is_named_and_down_removes_it():
         assert cli("down").returncode == 0
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "mtc-" not in names
+
+
+@needs_namespaces
+def test_a_cluster_left_by_a_killed_run_is_removed_by_the_next_run(tmp_path):
+    """SIGKILL leaves a run no chance to clean up; the next run of another shape must not be
+    refused for it, and must say what it removed."""
+    cli("down")
+    ready = tmp_path / "ready"
+    killed = subprocess.Popen([sys.executable, "-m", "mpitrain.cluster", "run", "--nodes", "2",
+                               "--link", "1gbit", "--", "sh", "-c", f"touch {ready}; sleep 600"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if ready.exists() or killed.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert ready.exists(), "the first run never started its command"
+        killed.kill()
+        killed.wait()
+        assert "mtc-node1" in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                             text=True).stdout
+        proc = cli("run", "--nodes", "3", "--link", "none", "--", "true")
+        assert proc.returncode == 0, proc.stderr
+        assert "2 nodes at 1gbit left behind" in proc.stderr and str(killed.pid) in proc.stderr
+    finally:
+        cli("down")
+
+
+@needs_namespaces
+def test_a_state_file_without_its_namespaces_is_not_a_cluster():
+    cli("down")
+    assert cli("up", "--nodes", "2", "--link", "1gbit").returncode == 0
+    for k in range(2):                       # as a reboot with a kept /run leaves it
+        subprocess.run(["ip", "netns", "del", f"mtc-node{k}"], check=True)
+    try:
+        proc = cli("up", "--nodes", "3", "--link", "none")
+        assert proc.returncode == 0, proc.stderr
+        assert "namespaces mtc-node0, mtc-node1 are gone" in proc.stderr
+    finally:
+        cli("down")
