@@ -144,7 +144,7 @@ SETTINGS = {s.name: s for s in (
     _s("MPITRAIN_CLUSTER_KEEPALIVE", 30.0, "float", "experimental",
        "Seconds between the cluster agent's link checks.", minimum=0.001),
     _s("MPITRAIN_MPIEXEC", "", "text", "stable",
-       "The mpiexec (with flags) the tests start jobs with (the Makefile sets it)."),
+       "The mpiexec (with flags) that tests and `python -m mpitrain.labs check` start jobs with (the Makefile sets it for the tests)."),
 )}
 
 

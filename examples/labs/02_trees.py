@@ -2,14 +2,16 @@
 
     mpiexec -n 4 python examples/labs/02_trees.py [--step] [--trace trees.json] [--png trees.png]
 
-What to look for:
-  - linear: the root talks to every other rank itself, p - 1 moves in a row at the root.
-  - binomial: every rank that has the data passes it on, so the number of ranks holding it
-    doubles each step: log2(p) rounds. In the diagram, watch the root's value spread 1 -> 2 -> 4.
-  - reduce is the same tree walked the other way: partial sums flow towards the root.
-  - steps are counted on each rank: in the linear broadcast rank 0's steps are its p - 1 sends,
-    while every other rank has one step, its receive (so "after step 1" shows every receiver
-    done: each has finished *its* first step). The --trace timeline shows the real order.
+What to look for (the diagram shows rounds of the whole job: a move of round k needed only
+moves of earlier rounds; "-> 4" sent to rank 4, "<- 0" received from rank 0):
+  - linear broadcast: the root sends to every other rank itself, one after another: p - 1
+    rounds, and one more rank holds the value after each.
+  - binomial broadcast: every rank that has the value passes it on, so the number of ranks
+    holding it doubles each round, 1 -> 2 -> 4 -> 8: ceil(log2 p) rounds.
+  - reduce is the same tree walked the other way: each rank's row is its partial sum, which
+    grows as its children's sums come in, until the root holds the total (at 4 ranks
+    1 + 2 + 3 + 4 = 10). In the linear reduce every rank sends in round 1, but the root takes
+    the messages one round at a time: they wait at the root.
   - the timing table at the end: at 4 ranks on one machine the two are close (copies, not links,
     are the cost); the tree's advantage grows with p, as log2(p) against p - 1.
 """
@@ -18,7 +20,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from _lab import lab_args, show, verdict
+from _lab import lab_args, questions, show, verdict
 
 from mpitrain.comm import init
 
@@ -55,6 +57,13 @@ def main():
     world.print0("\n2 MB per call, slowest rank, mean of 5:")
     for name, algorithm, seconds in rows:
         world.print0(f"  {name:9s} {algorithm:8s} {seconds * 1e3:8.2f} ms")
+    questions(world,
+              f"How many rounds did each broadcast take at {world.size} ranks? Which of p - 1 and "
+              f"ceil(log2 p) gives which, and what would each be at 64 ranks?",
+              "After round 1 of the binomial reduce, which ranks hold a partial sum, and whose "
+              "inputs does each one contain?",
+              "Which shape was faster at 2 MB in the table? Is the root's link or its copies the "
+              "cost here, and which would dominate across machines?")
     verdict(world, ok, "linear and binomial broadcast/reduce give MPI's results")
 
 

@@ -61,6 +61,8 @@ def predict(algorithm, n, p, alpha, beta, gamma):
 def add_flags(p):
     p.add_argument("--repeats", type=int, default=20, help="calls per timing")
     p.add_argument("--sizes", default="1K,16K,256K,1M,4M", help="bytes per all-reduce")
+    p.add_argument("--model-png", metavar="PATH.png",
+                   help="the model against the clock (default with --png X.png: X-model.png)")
 
 
 def main():
@@ -96,7 +98,9 @@ def main():
     world.print0(f"{'bytes':>9} {'algorithm':>20} {'model us':>10} {'measured us':>12}")
     for n, algorithm, model, measured in rows:
         world.print0(f"{n:9d} {algorithm:>20} {model * 1e6:10.1f} {measured * 1e6:12.1f}")
-    if rank == 0 and args.png:
+    model_png = args.model_png or (args.png and (args.png[:-4] if args.png.endswith(".png")
+                                                 else args.png) + "-model.png")
+    if rank == 0 and model_png:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -114,8 +118,8 @@ def main():
         ax.set_title(f"alpha-beta model against the clock, {p} ranks")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(args.png.replace(".png", "-model.png") if args.png.endswith(".png") else args.png, dpi=110)
-        print(f"wrote {args.png.replace('.png', '-model.png')}")
+        fig.savefig(model_png, dpi=110)
+        print(f"wrote {model_png}")
     verdict(world, ok, "recursive doubling and Rabenseifner equal MPI_Allreduce")
 
 

@@ -67,7 +67,7 @@ def run(world, steps, engine):
 
 
 def main():
-    args = lab_args(__doc__, extra=lambda p: p.add_argument("--steps", type=int, default=10))
+    args = lab_args(__doc__, takes=(), extra=lambda p: p.add_argument("--steps", type=int, default=10))
     world = init()
     torch.set_num_threads(1)
     single, t_single, _ = run(world, args.steps, None)

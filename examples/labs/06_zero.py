@@ -1,7 +1,10 @@
 """Lab 6: ZeRO — what each stage keeps on a rank, predicted and measured, and where its
 reduce-scatter and all-gather sit in a training step.
 
-    mpiexec -n 4 python examples/labs/06_zero.py [--steps 3] [--trace zero.json]
+    mpiexec -n 4 python examples/labs/06_zero.py [--steps 3] [--trace zero.json] [--png zero.png]
+
+--trace writes the last step of each stage into one file, a process per stage; --png writes one
+timeline per stage (zero-zero1.png, ...).
 
 What to look for:
   - memory: data parallel keeps on every rank the fp32 parameters (4 bytes each), their
@@ -17,6 +20,13 @@ What to look for:
     just before its forward and again just before its backward, and reduce-scatters each
     block's gradients as soon as they are complete; nothing after the optimizer step. The list
     shows each collective call of one step with the phase it ran in.
+  - wire buckets: 0 in every column here, predicted and held, because the gradients are fp32
+    and the data-parallel buckets are the gradients' own memory (each .grad a view of its
+    bucket); a bucket of its own exists only when the wire dtype differs (--grad-dtype bf16).
+  - zero3 at 2 ranks holds more parameter bytes than data parallel: its shard is half the
+    model, but at its peak it also holds full copies of what it is computing (the root: patch
+    embedding, norm and head, and the blocks in its window). That saving grows with the ranks
+    and the depth; the line under the table splits the bytes.
   - the losses: every stage follows data parallel's loss sequence.
 """
 import time
@@ -25,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _lab import lab_args, verdict
+from _lab import lab_args, questions, verdict
 
 from mpitrain.comm import init, trace_render
 from mpitrain.models import ViTConfig, VisionTransformer
@@ -105,8 +115,6 @@ def phases(world, trace, marks, args):
     events, _ = trace.gather()
     if world.rank != 0:
         return None
-    if args.trace:
-        trace_render.write_chrome_trace(events, args.trace)
     bounds = [(name, t - trace.t0) for name, t in marks.items() if name != "start"]
     first = {}
     for e in events:
@@ -117,11 +125,12 @@ def phases(world, trace, marks, args):
     for (collective, call), start in sorted(first.items(), key=lambda kv: kv[1]):
         phase = next((name for name, t in bounds if start <= t), "after the step")
         calls.append((collective, call, phase))
-    return calls
+    return calls, events
 
 
 def main():
-    args = lab_args(__doc__, extra=lambda p: p.add_argument("--steps", type=int, default=3))
+    args = lab_args(__doc__, takes=("trace", "png"),
+                    extra=lambda p: p.add_argument("--steps", type=int, default=3))
     world = init()
     torch.set_num_threads(1)
     results = {par: run(world, par, args.steps, args) for par in ("dp", "zero1", "zero2", "zero3")}
@@ -141,17 +150,40 @@ def main():
             ok &= abs(predicted - have) <= 64 * (len(list(VisionTransformer(CFG).parameters())) + p)
             row += f"{predicted:>11d} / {have:<9d}"
         world.print0(row)
+    held3 = results["zero3"][1]["parameters"]
+    shard3 = 4 * -(-CFG.count_params() // p)
+    world.print0(f"zero3's parameters at its peak: {shard3} bytes of its shard (1/{p} of the "
+                 f"model) + {held3 - shard3} of full copies being computed with; data parallel "
+                 f"holds {4 * CFG.count_params()}")
+    world.print0("wire buckets: 0 because fp32 gradients are views of their buckets (no copy)")
+    stages = {}
     for par in ("zero1", "zero2", "zero3"):
-        calls = results[par][2]
         if world.rank == 0:
-            print(f"\n{par}: the collectives of step {args.steps}, in order, with the phase each "
-                  f"started in")
+            calls, stages[par] = results[par][2]
+            print(f"\n{par}: the collectives of step {args.steps} (the last), in order, with the "
+                  f"phase each started in")
             for collective, call, phase in calls:
                 print(f"  {collective:15s} #{call:<4d} {phase}")
     dp_losses = results["dp"][0]
     world.print0(f"\n{'step':>4}" + "".join(f"{par:>12s}" for par in results))
     for i in range(args.steps):
-        world.print0(f"{i:4d}" + "".join(f"{results[par][0][i]:12.6f}" for par in results))
+        world.print0(f"{i + 1:4d}" + "".join(f"{results[par][0][i]:12.6f}" for par in results))
+    if world.rank == 0 and args.trace:
+        trace_render.write_chrome_trace({f"{par}, step {args.steps}": ev
+                                         for par, ev in stages.items()}, args.trace)
+        print(f"wrote {args.trace} (one process per stage; ui.perfetto.dev)")
+    if world.rank == 0 and args.png:
+        stem = args.png[:-4] if args.png.endswith(".png") else args.png
+        for par, ev in stages.items():
+            trace_render.write_timeline_png(ev, f"{stem}-{par}.png", f"{par}: step {args.steps}")
+            print(f"wrote {stem}-{par}.png")
+    questions(world,
+              "Which item does stage 1 divide by the number of ranks, and which does it not? "
+              "Read it off the optimizer-state and gradient rows.",
+              "Stage 2 reduce-scatters inside backward and stage 1 after it: which list above "
+              "shows that, and what does stage 2 save by it?",
+              f"At how many ranks would zero3's parameters fall below data parallel's here? "
+              f"Use the shard and the full copies of the line under the table.")
     same = all(np.allclose(results[par][0], dp_losses, rtol=1e-5) for par in ("zero1", "zero2", "zero3"))
     verdict(world, ok and same, "each stage holds what the accountant predicts, and follows data "
                                 "parallel's losses (rtol 1e-5)")

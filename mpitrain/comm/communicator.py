@@ -452,6 +452,8 @@ class Communicator:
                                     buffer.dtype,
                                     op, self._device_pool, buffer.array.device,
                                     buffer.array.dtype)
+            if self._trace is not None:
+                ctx.working = self._trace.watch
             self._contexts[key] = ctx
         return ctx
 

@@ -28,9 +28,13 @@ class ScratchPool:
         return buf[:count]
 
 
+def untraced(array):
+    """Context.working outside a trace: nothing to show."""
+
+
 class Context:
     __slots__ = ("rank", "size", "send", "recv", "sendrecv", "dtype", "op", "reduce", "transport",
-                 "_pool")
+                 "working", "_pool")
 
     def __init__(self, rank, size, transport, dtype, op, pool):
         self.rank = rank
@@ -42,7 +46,8 @@ class Context:
         self.dtype = dtype                    # DType of the elements
         self.op = op                          # combining op: sum, max, min, prod
         self.reduce = kernels.reducer(dtype.name, op)   # reduce(dst, src): dst = dst op src
-        self._pool = pool
+        self.working = untraced               # working(array): this rank's state is in `array`
+        self._pool = pool                     # from now on (a trace shows it; else nothing)
 
     def scratch(self, count, slot=0):
         """A temporary array of `count` elements; each slot is independent of the others."""

@@ -46,11 +46,22 @@ class Trace:
         self.snapshots = []      # (collective, call, algorithm, after_step, array copy)
         world.barrier()
         self.t0 = time.perf_counter()
-        self._call = None        # (collective, call, algorithm, [buffers], step)
+        self._call = None        # [collective, call, algorithm, [buffers], step, watched array]
 
     # ---------------------------------------------------------------------- from the layers
     def begin(self, collective, call, algorithm, buffers):
-        self._call = [collective, call, algorithm, [b for b in buffers if b is not None], 0]
+        self._call = [collective, call, algorithm, [b for b in buffers if b is not None], 0, None]
+        self._snapshot()
+
+    def watch(self, array):
+        """Context.working: the algorithm keeps this rank's state in `array` from now on (a
+        reduce's partial sum, in scratch memory on every rank but the root); the snapshots show
+        it instead of the call's output buffer, from the one before the first step on."""
+        if self._call is None or not self.snapshots_on:
+            return
+        self._call[5] = array
+        if self._call[4] == 0 and self.snapshots and self.snapshots[-1][:4] == (*self._call[:3], 0):
+            self.snapshots.pop()                   # the state before the first step, again
         self._snapshot()
 
     def end(self):
@@ -69,7 +80,7 @@ class Trace:
         run()
         end = time.perf_counter()
         nbytes = sum(a.nbytes for a in (sent, received) if a is not None)
-        collective, call, algorithm, _, step = self._call
+        collective, call, algorithm, _, step, _ = self._call
         self.events.append(Event(collective, call, algorithm, step, kind, self.world.rank,
                                  peer, (self._chunk(sent), self._chunk(received)), int(nbytes),
                                  start - self.t0, end - self.t0))
@@ -87,11 +98,11 @@ class Trace:
 
     def _snapshot(self):
         """Keep (collective, call, algorithm, steps done so far, copy of the buffer)."""
-        if not self.snapshots_on or not self._call[3]:
+        if not self.snapshots_on or not (self._call[3] or self._call[5] is not None):
             return
-        buf = self._call[3][-1]                    # the output side of the call
+        buf = self._call[5] if self._call[5] is not None else self._call[3][-1]   # the output side
         if hasattr(buf, "shape") and buf.shape[0] <= SNAPSHOT_MAX:
-            collective, call, algorithm, _, step = self._call
+            collective, call, algorithm, _, step, _ = self._call
             copy = buf.copy() if isinstance(buf, np.ndarray) else buf.detach().cpu().numpy()
             self.snapshots.append((collective, call, algorithm, step, copy))
 

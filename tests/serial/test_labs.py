@@ -62,9 +62,9 @@ def test_step_pauses_for_enter_under_mpiexec_at_a_terminal():
         assert read_until("(Enter: next step)", 120), seen
         time.sleep(2)                                     # nobody pressed Enter yet
         read_until("never printed", 0.5)
-        assert seen.count("(Enter: next step)") == 1 and "after step 1" not in seen, seen
+        assert seen.count("(Enter: next step)") == 1 and "round 1 of" not in seen, seen
         os.write(master, b"\n")
-        assert read_until("after step 1", 60), seen
+        assert read_until("round 1 of", 60), seen
         for _ in range(10):                               # the remaining steps, one Enter each
             os.write(master, b"\n")
             time.sleep(0.3)
@@ -89,16 +89,24 @@ def test_lab2_trees(tmp_path):
 def test_lab3_ring_steps_and_pictures(tmp_path):
     trace, png = tmp_path / "ring.json", tmp_path / "ring.png"
     out = run_lab("03_ring.py", "--step", "--trace", str(trace), "--png", str(png))
-    assert "after step 6" in out and "6 steps per rank: 3 of reduce-scatter, then 3 of all-gather" in out
+    assert "round 6 of 6 (the result)" in out and "6 steps per rank: 3 of reduce-scatter, then 3 of all-gather" in out
     assert "rank 3: [   600    604    608    612    616    620    624    628 ]" in out
-    moves = [e for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"]
+    events = json.loads(trace.read_text())["traceEvents"]
+    moves = [e for e in events if e["ph"] == "X"]
     assert len(moves) == 4 * 6
+    assert {e["args"]["round"] for e in moves} == set(range(1, 7))      # one round a step
+    assert any(e["name"] == "all_reduce step 4: -> 1 [0:2] <- 3 [6:8]" and e["tid"] == 0 for e in moves)
+    starts = {e["id"] for e in events if e["ph"] == "s"}
+    ends = {e["id"] for e in events if e["ph"] == "f"}
+    assert len(starts) == 4 * 6 and starts == ends     # every receive joined to its send
     assert png.stat().st_size > 2000
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_lab6_zero_memory_and_step(tmp_path, ranks):
-    out = run_lab("06_zero.py", "--steps", "2", "--trace", str(tmp_path / "z.json"), ranks=ranks)
+    out = run_lab("06_zero.py", "--steps", "2", "--trace", str(tmp_path / "z.json"),
+                  "--png", str(tmp_path / "z.png"), ranks=ranks)
+    assert "the collectives of step 2 (the last)" in out and "\n   2 " in out and "\n   0 " not in out
     zero1 = out.split("zero1: the collectives")[1].split("zero2:")[0]
     zero2 = out.split("zero2: the collectives")[1].split("zero3:")[0]
     zero3 = out.split("zero3: the collectives")[1].split("\nstep")[0]
@@ -110,14 +118,23 @@ def test_lab6_zero_memory_and_step(tmp_path, ranks):
     assert ["all_gather", "backward"] in [[w[0], w[2]] for w in lines]   # gathered twice,
     assert ["reduce_scatter", "backward"] in [[w[0], w[2]] for w in lines]
     assert not any(w[0] == "all_gather" and w[2] == "optimizer" for w in lines)
-    assert json.loads((tmp_path / "z.json").read_text())["traceEvents"]
+    events = json.loads((tmp_path / "z.json").read_text())["traceEvents"]
+    stages = [e["args"]["name"] for e in events if e["name"] == "process_name"]
+    assert stages == ["zero1, step 2", "zero2, step 2", "zero3, step 2"]
+    for par in ("zero1", "zero2", "zero3"):
+        assert (tmp_path / f"z-{par}.png").stat().st_size > 2000
 
 
 def test_lab4_cost_model(tmp_path):
     out = run_lab("04_doubling_cost_model.py", "--sizes", "1K,64K", "--repeats", "3",
                   "--png", str(tmp_path / "m.png"))
     assert "model: alpha" in out and "rabenseifner" in out
-    assert (tmp_path / "m-model.png").stat().st_size > 2000
+    assert (tmp_path / "m-model.png").stat().st_size > 2000     # the model, beside
+    assert (tmp_path / "m.png").stat().st_size > 2000           # the timeline, where asked
+    run_lab("04_doubling_cost_model.py", "--sizes", "1K", "--repeats", "2", "--png",
+            str(tmp_path / "t.png"), "--model-png", str(tmp_path / "fit.png"))
+    assert (tmp_path / "t.png").stat().st_size > 2000 and (tmp_path / "fit.png").exists()
+    assert not (tmp_path / "t-model.png").exists()
 
 
 def test_lab5_data_parallel():
@@ -133,5 +150,13 @@ def test_lab7_baselines():
 def test_lab8_diloco():
     out = run_lab("08_diloco.py", "--epochs", "1", "--sync-every", "5")
     assert "MB between workers" in out and "fewer bytes between workers" in out
-    proc = run_mpi(2, [str(LABS / "08_diloco.py"), "--png", "x.png"], timeout=60)
-    assert proc.returncode != 0 and "lab 8 has no step-through" in proc.stderr
+
+
+@pytest.mark.parametrize("lab, flag", [("01_scatter_reduce.py", "--trace"),
+                                       ("05_data_parallel.py", "--png"),
+                                       ("06_zero.py", "--step"), ("07_baselines.py", "--size"),
+                                       ("08_diloco.py", "--png")])
+def test_a_common_flag_a_lab_does_not_take_is_refused_by_name(lab, flag):
+    value = {"--step": [], "--size": ["3"]}.get(flag, ["x.out"])
+    proc = run_mpi(1, [str(LABS / lab), flag, *value], timeout=60)
+    assert proc.returncode == 2 and f"{flag}: this lab has no" in proc.stderr, proc.stderr

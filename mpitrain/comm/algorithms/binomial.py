@@ -42,6 +42,7 @@ def binomial_reduce(ctx, sendbuf, recvbuf, root):
     n = sendbuf.shape[0]
     acc = recvbuf[:n] if v == 0 else ctx.scratch(n, slot=0)
     ctx.copy(acc, sendbuf)
+    ctx.working(acc)                                   # a trace shows the partial sum
     incoming = ctx.scratch(n, slot=1)
     mask = 1
     while mask < p:

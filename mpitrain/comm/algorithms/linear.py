@@ -23,6 +23,7 @@ def linear_reduce(ctx, sendbuf, recvbuf, root):
     n = sendbuf.shape[0]
     acc = recvbuf[:n]
     ctx.copy(acc, sendbuf)
+    ctx.working(acc)                                   # a trace shows the partial sum
     incoming = ctx.scratch(n)
     for peer in range(ctx.size):
         if peer != root:
