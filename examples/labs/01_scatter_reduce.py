@@ -13,7 +13,7 @@ What to look for:
 import numpy as np
 from mpi4py import MPI
 
-from _lab import lab_args, verdict
+from _lab import lab_args, questions, verdict
 
 from mpitrain.comm import init
 
@@ -67,6 +67,12 @@ def main():
         lines = world.gather_object(line, root=0)   # rank 0 prints them all, in rank order
         world.print0("\n".join([f"-- {label}", *(lines or [])]))
 
+    questions(world,
+              "Rank 0 sent 21 and got back a number: which rank computed it, and from what?",
+              "Which rank printed the sum of the halves, and why only that one? Which call "
+              "then gave every rank the average?",
+              "Run it at 3 ranks: which of the four values is left out, and does the average "
+              "change as the arithmetic says?")
     expected_avg = sum(VALUES[i % 4] for i in range(p)) / 2 / p          # the arithmetic oracle
     ours, theirs = results["mpitrain's collectives"], results["mpi4py's collectives"]
     verdict(world, ours == theirs and abs(ours[2] - expected_avg) < 1e-12,

@@ -14,7 +14,7 @@ What to look for:
 import numpy as np
 from mpi4py import MPI
 
-from _lab import lab_args, show, verdict
+from _lab import lab_args, questions, show, verdict
 
 from mpitrain.comm import init
 
@@ -32,6 +32,13 @@ def main():
     if world.rank == 0 and events:
         steps = max(e["step"] for e in events)
         print(f"{steps} steps per rank: {p - 1} of reduce-scatter, then {p - 1} of all-gather")
+    questions(world,
+              f"After round {p - 1}, which block of its buffer does each rank hold fully summed? "
+              f"Read it off the diagram.",
+              "How many elements did each rank send in all (the trace's slices)? Compare with "
+              "2 (p - 1) / p of the buffer, and with sending the whole buffer p - 1 times.",
+              "Run it at 5 ranks with --size 8: which blocks are shorter, and does any rank wait "
+              "longer in the timeline for it?")
     verdict(world, np.array_equal(x, oracle), "the ring all-reduce equals MPI_Allreduce")
 
 

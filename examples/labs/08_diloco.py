@@ -24,7 +24,7 @@ import json
 import os
 import tempfile
 
-from _lab import lab_args, verdict
+from _lab import lab_args, questions, verdict
 
 from mpitrain.comm import init
 from mpitrain.train.config import TrainConfig
@@ -77,6 +77,13 @@ def main():
     if lo_bytes:
         world.print0(f"DiLoCo sent {dp_bytes / lo_bytes:.0f}x fewer bytes between workers")
 
+    questions(world,
+              "How many times fewer bytes did DiLoCo send between workers, and which two settings "
+              "(--sync-every, --outer-dtype) multiply into that factor?",
+              "At the link of the table, how many seconds of each run were the link's? At what "
+              "link rate would data parallel's link time equal its compute time?",
+              "What did the test accuracy cost? Run with a larger --sync-every and see when it "
+              "starts to fall.")
     # the check: SGD, H = 1, outer lr 1, no momentum is data parallel, step for step
     short = dict(steps=6, optimizer="sgd")
     _, _, dp_losses = run(world, os.path.join(tmp, "dp-sgd.jsonl"), parallel="dp", **short)

@@ -13,6 +13,7 @@ def run_lab(name, *flags, ranks=4, timeout=300):
     proc = run_mpi(ranks, [str(LABS / name), *flags], timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "\nOK: " in "\n" + proc.stdout, proc.stdout
+    assert "Questions (this run's numbers answer them):\n  1. " in proc.stdout   # every lab ends so
     return proc.stdout
 
 
@@ -137,14 +138,20 @@ def test_lab4_cost_model(tmp_path):
     assert not (tmp_path / "t-model.png").exists()
 
 
-def test_lab5_data_parallel():
-    out = run_lab("05_data_parallel.py", "--steps", "4")
+def test_lab5_data_parallel(tmp_path):
+    out = run_lab("05_data_parallel.py", "--steps", "4", "--sweep-steps", "3", "--png",
+                  str(tmp_path / "b.png"))
     assert "bucket   0" in out and "4 ranks follow the single-process losses" in out
+    assert "median of steps 3-4" in out and "why: one all-reduce costs at least" in out
+    assert "naive: 200 all-reduces" in out and "buckets of 1 MB:   2 all-reduces" in out
+    assert (tmp_path / "b.png").stat().st_size > 2000
 
 
-def test_lab7_baselines():
-    out = run_lab("07_baselines.py", "--quick", timeout=400)
+def test_lab7_baselines(tmp_path):
+    out = run_lab("07_baselines.py", "--quick", "--sweep", "--sweep-max-mb", "4", "--png",
+                  str(tmp_path / "sweep.png"), timeout=400)
     assert "mpi (native)" in out and "ddp" in out
+    assert "all_reduce from 1 MB to 4MB" in out and (tmp_path / "sweep.png").stat().st_size > 2000
 
 
 def test_lab8_diloco():
@@ -153,7 +160,7 @@ def test_lab8_diloco():
 
 
 @pytest.mark.parametrize("lab, flag", [("01_scatter_reduce.py", "--trace"),
-                                       ("05_data_parallel.py", "--png"),
+                                       ("05_data_parallel.py", "--trace"),
                                        ("06_zero.py", "--step"), ("07_baselines.py", "--size"),
                                        ("08_diloco.py", "--png")])
 def test_a_common_flag_a_lab_does_not_take_is_refused_by_name(lab, flag):
