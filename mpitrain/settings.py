@@ -162,6 +162,25 @@ def get(name, rank=None, env=None):
         raise SettingError(f"rank {rank}: {exc}") from None
 
 
+def check_environment(rank=None, env=None):
+    """Parse every MPITRAIN_* variable that is set, at start-up rather than at first use: a bad
+    value raises SettingError now (naming the variable, the value and the rank). Returns one
+    warning per MPITRAIN_* name that is no setting (a typo would otherwise be ignored)."""
+    import difflib
+    env = os.environ if env is None else env
+    where = "" if rank is None else f"rank {rank}: "
+    warnings = []
+    for name in sorted(k for k in env if k.startswith("MPITRAIN_")):
+        if name in SETTINGS:
+            get(name, rank, env)
+            continue
+        close = difflib.get_close_matches(name, SETTINGS, n=1)
+        warnings.append(f"{where}{name} is not a setting of mpitrain"
+                        + (f" (did you mean {close[0]}?)" if close else "")
+                        + "; the settings are listed in docs/configuration.md")
+    return warnings
+
+
 def markdown():
     rows = ["| variable | default | takes | stability | what it does |", "|---|---|---|---|---|"]
     for s in SETTINGS.values():

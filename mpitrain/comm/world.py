@@ -65,6 +65,10 @@ def init(comm=None, timeout=None, debug=None, abort_on_error=True, gpu_transport
     comm = MPI.COMM_WORLD if comm is None else comm
     if abort_on_error:
         install_abort_hook(comm)
+    # every MPITRAIN_* variable parsed now: a bad value fails here, not at its first use
+    for warning in settings.check_environment(comm.Get_rank()):
+        if comm.Get_rank() == 0:
+            print(f"mpitrain: {warning}", file=sys.stderr, flush=True)
     topology = discover_topology(comm)
     share_cores(topology.local_size)
     return Communicator(comm, topology, timeout=timeout, debug=debug, gpu_transport=gpu_transport)

@@ -62,3 +62,23 @@ def test_the_configuration_page_lists_every_variable_and_flag():
     page = (ROOT / "docs" / "configuration.md").read_text()
     assert settings.markdown() in page, "run python -m mpitrain.settings into docs/configuration.md"
     assert flags_markdown() in page, "run python -m mpitrain.train.config into docs/configuration.md"
+
+
+def test_every_set_variable_is_parsed_at_start_up_and_a_typo_is_named():
+    with pytest.raises(settings.SettingError, match="rank 3: .*MPITRAIN_TIMEOUT"):
+        settings.check_environment(3, {"MPITRAIN_TIMEOUT": "soon"})
+    typo = "MPITRAIN_" + "TIMEOUTT"            # spelt out, it would count as read by the code
+    warnings = settings.check_environment(0, {typo: "5", "MPITRAIN_DEBUG": "1", "OTHER": "x"})
+    assert warnings == [f"rank 0: {typo} is not a setting of mpitrain (did you mean "
+                        "MPITRAIN_TIMEOUT?); the settings are listed in docs/configuration.md"]
+    assert settings.check_environment(None, {name: "" for name in settings.SETTINGS}) == []
+
+
+def test_init_refuses_a_bad_value_before_any_collective():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", "from mpitrain.comm import init; init()"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "MPITRAIN_GPU_TRANSPORT": "pigeon",
+                               "MPITRAIN_" + "TYPO": "1"})
+    assert proc.returncode != 0 and "MPITRAIN_GPU_TRANSPORT" in proc.stderr and "pigeon" in proc.stderr
