@@ -29,8 +29,8 @@ class Zero:
 
     def _packed_grad(self):
         flat = torch.zeros_like(self.flat)
-        torch.cat([q.grad.reshape(-1) for q in self.params], out=flat[: flat.numel() - (
-            flat.numel() - sum(q.numel() for q in self.params))])
+        total = sum(q.numel() for q in self.params)
+        torch.cat([q.grad.reshape(-1) for q in self.params], out=flat[:total])
         return flat / self.world.size
 
     def synchronize(self):
