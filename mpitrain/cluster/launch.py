@@ -6,41 +6,28 @@ bridge, each node's sends shaped to the link rate. Both of Open MPI's planes (th
 messages and the ranks' data) are kept on the bridge's subnet.
 """
 import os
-import shutil
-import subprocess
+import shlex
 import sys
-from pathlib import Path
 
 from .netns import SUBNET, ClusterError
-from .. import settings
-
-
-def find_mpiexec():
-    """$MPITRAIN_CLUSTER_MPIEXEC, else the mpiexec beside this Python, else the one on PATH."""
-    named = settings.get("MPITRAIN_CLUSTER_MPIEXEC")
-    if named:
-        return named
-    beside = Path(sys.executable).parent / "mpiexec"
-    return str(beside) if beside.exists() else (shutil.which("mpiexec") or "mpiexec")
-
-
-def is_open_mpi(mpiexec):
-    try:
-        out = subprocess.run([mpiexec, "--version"], capture_output=True, text=True).stdout
-    except OSError as exc:
-        raise ClusterError(f"mpiexec {mpiexec!r} cannot be run ({exc.strerror}); give one with "
-                           f"--mpiexec or MPITRAIN_CLUSTER_MPIEXEC") from None
-    return "Open MPI" in out or "OpenRTE" in out or "prte" in out.lower()
+from ..mpiexec import find_mpiexec, is_open_mpi
 
 
 def mpiexec_command(cluster, ranks_per_node, command, mpiexec=None):
-    mpiexec = mpiexec or find_mpiexec()
+    """The job's command line; mpiexec: the --mpiexec flag's text (None: the setting
+    MPITRAIN_CLUSTER_MPIEXEC, else the mpiexec beside Python, else PATH's)."""
+    mpiexec = shlex.split(mpiexec) if mpiexec else find_mpiexec("MPITRAIN_CLUSTER_MPIEXEC")
     ranks = cluster.nodes * ranks_per_node
-    if not is_open_mpi(mpiexec):          # MPICH / Intel MPI (hydra)
-        return [mpiexec, "-launcher", "ssh", "-launcher-exec", cluster.agent, "-f",
+    try:
+        open_mpi = is_open_mpi(mpiexec[0])
+    except OSError as exc:
+        raise ClusterError(f"mpiexec {mpiexec[0]!r} cannot be run ({exc.strerror}); give one "
+                           f"with --mpiexec or MPITRAIN_CLUSTER_MPIEXEC") from None
+    if not open_mpi:                      # MPICH / Intel MPI (hydra)
+        return [*mpiexec, "-launcher", "ssh", "-launcher-exec", cluster.agent, "-f",
                 cluster.hostfile, "-ppn", str(ranks_per_node), "-n", str(ranks),
                 "-iface", "eth0", *command]
-    return [mpiexec, "--mca", "plm_ssh_agent", cluster.agent, "--hostfile", cluster.hostfile,
+    return [*mpiexec, "--mca", "plm_ssh_agent", cluster.agent, "--hostfile", cluster.hostfile,
             "--map-by", f"ppr:{ranks_per_node}:node", "-n", str(ranks),
             "--mca", "btl_tcp_if_include", SUBNET, "--mca", "oob_tcp_if_include", SUBNET,
             *command]

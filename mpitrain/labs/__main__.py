@@ -2,8 +2,6 @@
 
 Without an MPI launcher around it, `check` starts `mpiexec -n MAX(ranks)` on itself."""
 import argparse
-import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,7 +9,7 @@ from pathlib import Path
 
 from . import exercises
 from .check import run, under_mpi_launcher
-from .. import settings
+from ..mpiexec import find_mpiexec, is_open_mpi
 
 
 def parse_sizes(text):
@@ -28,22 +26,13 @@ def parse_sizes(text):
     return sorted(set(sizes))
 
 
-def mpiexec():
-    named = settings.get("MPITRAIN_MPIEXEC")
-    if named:
-        return shlex.split(named)
-    beside = Path(sys.executable).parent / "mpiexec"
-    return [str(beside) if beside.exists() else (shutil.which("mpiexec") or "mpiexec")]
-
-
 def launch(args, sizes):
     """Start this check under mpiexec with as many ranks as the largest size."""
-    from ..cluster.launch import environment, is_open_mpi   # Open MPI as root
-    from ..cluster.netns import ClusterError
-    start = mpiexec()
+    from ..cluster.launch import environment               # Open MPI as root
+    start = find_mpiexec()
     try:
         open_mpi = is_open_mpi(start[0])
-    except ClusterError:
+    except OSError:
         print(f"mpitrain.labs: {start[0]} cannot be run: install an MPI (make install) or name "
               f"one with MPITRAIN_MPIEXEC", file=sys.stderr)
         return 2

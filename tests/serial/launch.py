@@ -1,16 +1,18 @@
 """Start a small mpiexec job from a serial test and collect what it printed."""
 import os
-import shlex
 import subprocess
 import sys
-from pathlib import Path
+
+from mpitrain.mpiexec import find_mpiexec
 
 
 def mpiexec_command():
-    """$MPITRAIN_MPIEXEC (the Makefile sets it), else the mpiexec beside this Python."""
-    if os.environ.get("MPITRAIN_MPIEXEC"):
-        return shlex.split(os.environ["MPITRAIN_MPIEXEC"])
-    return [str(Path(sys.executable).parent / "mpiexec"), "--oversubscribe"]
+    """The setting's mpiexec (the Makefile sets it, with --oversubscribe), else the mpiexec
+    beside this Python, with --oversubscribe (4 ranks on 2 cores)."""
+    command = find_mpiexec()
+    if os.environ.get("MPITRAIN_MPIEXEC", "").strip():
+        return command
+    return [*command, "--oversubscribe"]
 
 
 def run_mpi(nranks, args, env=None, timeout=120):
