@@ -23,12 +23,10 @@ from .ops import OPS, combine_op
 from .peer_workspace import PeerOptions
 from .topology import Topology
 from .transport import HostTransport
-from .watchdog import Watchdog, abort_job, timeout_from_env
+from .watchdog import Watchdog, abort_job
 from .. import kernels
-from .. import settings
 
 SIGNATURE_TAG, VERDICT_TAG, OBJECT_TAG = 0x5167, 0x5168, 0x5169
-GPU_TRANSPORTS = ("auto", "ipc", "cuda-mpi", "staged")    # init(gpu_transport=...)
 
 # (numpy dtype, op) -> (dtype code, op code) of the C kernels, for all_reduce's fast lane:
 # native numpy dtypes only (bfloat16 has none); avg = sum, then a division (floats only).
@@ -42,17 +40,12 @@ for _name, _code in kernels.compiled.DTYPE_CODES.items():
         _SMALL_CODES[(np.dtype(_name), "avg")] = (_code, kernels.compiled.OP_CODES["sum"])
 
 
-def debug_from_env(debug):
-    if debug is None:
-        return settings.get("MPITRAIN_DEBUG")
-    return bool(debug)
-
-
 class Communicator:
     """A group of ranks and the collectives among them. Build one with mpitrain.comm.init()."""
 
-    def __init__(self, comm, topology, timeout=None, debug=None, gpu_transport=None):
+    def __init__(self, comm, topology, settings):
         self.mpi_comm = comm                 # the user's communicator, left untouched
+        self.settings = settings             # mpitrain.settings.Settings, read once by init()
         self.comm = comm.Dup()               # data plane: the collectives' messages
         self.ctl = comm.Dup()                # control plane: debug-mode agreement
         self.rank = comm.Get_rank()
@@ -62,8 +55,8 @@ class Communicator:
         self.local_size = topology.local_size
         self.node = topology.node
         self.num_nodes = topology.num_nodes
-        self.timeout = timeout_from_env(timeout)
-        self.debug = debug_from_env(debug)
+        self.timeout = settings.timeout      # seconds; 0: no watchdog
+        self.debug = settings.debug
         self.watchdog = Watchdog(self.rank, self.timeout, lambda msg: abort_job(self.comm, msg))
         self.transport = HostTransport(self.comm, self.watchdog)
         self._pool = ScratchPool()
@@ -71,10 +64,9 @@ class Communicator:
         self._contexts = {}                  # (dtype, op, device) -> Context, built once
         self._device_pool = DeviceScratchPool()
         self._gpu_transport = None           # made when the first GPU buffer arrives
-        self.gpu_transport_choice = gpu_transport   # auto | ipc | staged (None: the environment)
         self._peer_lane = None               # all_reduce's GPU fast lane (comm/peer_workspace.py), or None
         self._levels = None                  # node and cross-node communicators (hierarchical.py)
-        self.peer = PeerOptions()            # how its GPU peer kernels run (peer_workspace.py)
+        self.peer = PeerOptions.plain(settings)   # how its GPU peer kernels run (peer_workspace.py)
         self._trace = None                   # the open Trace (world.trace()), or None
         self._calls = 0
         self._sync_calls = 0                 # barriers and object collectives (not traced)
@@ -107,25 +99,24 @@ class Communicator:
             self._trace = None
             self._contexts = {}
 
-    def dup(self):
+    def dup(self, settings=None):
         """A Communicator over the same ranks with its own message space, scratch memory and
         watchdog: collectives on it never pair with this one's, so another thread may use it
-        (the data-parallel engine's communication thread does)."""
-        return Communicator(self.mpi_comm, self.topology, timeout=self.timeout, debug=self.debug,
-                            gpu_transport=self.gpu_transport_choice)
+        (the data-parallel engine's communication thread does). It carries this one's settings,
+        or `settings` (e.g. comm.settings.replace(peer_register=False))."""
+        return Communicator(self.mpi_comm, self.topology, settings or self.settings)
 
     def split(self, color, key=None):
         """Collective: a Communicator over the ranks that pass the same `color` (ordered by `key`,
         default this rank), with its own topology (which of its ranks share a node) and the same
-        timeout, debug mode and GPU transport choice as this one."""
+        settings (timeout, debug mode, GPU transport choice, ...) as this one."""
         comm = self.mpi_comm.Split(int(color), self.rank if key is None else int(key))
         nodes = comm.allgather(self.topology.node)
         order = list(dict.fromkeys(nodes))            # nodes by their first rank in the split
         mine = self.topology.node
         topology = Topology(nodes[:comm.Get_rank()].count(mine), nodes.count(mine),
                             order.index(mine), len(order))
-        return Communicator(comm, topology, timeout=self.timeout, debug=self.debug,
-                            gpu_transport=self.gpu_transport_choice)
+        return Communicator(comm, topology, self.settings)
 
     # ----------------------------------------------------------------- helpers for every rank
     def print0(self, *args, **kwargs):
@@ -479,18 +470,15 @@ class Communicator:
         """device_transport's choice, made collectively (every rank the same)."""
         from .transport.ipc import IpcTransport, IpcUnavailable
         from .transport.staged import StagedTransport
-        choice = self.gpu_transport_choice or settings.get("MPITRAIN_GPU_TRANSPORT", self.rank)
-        if choice not in GPU_TRANSPORTS:
-            raise CollectiveError(self.rank, f"GPU transport {choice!r} (gpu_transport= or "
-                                             f"MPITRAIN_GPU_TRANSPORT): choose "
-                                             f"{', '.join(GPU_TRANSPORTS)}")
+        choice = self.settings.gpu_transport          # checked when the settings were made
         transport = near = None
         if choice in ("auto", "ipc") and self.size > 1:
             # auto with ranks on several nodes, some sharing one: IPC for the pairs that do
             across = choice == "auto" and 1 < self.num_nodes < self.size
             try:
                 near = IpcTransport.probe(self.comm, self.watchdog, device, self.node,
-                                          across_nodes=across)
+                                          across_nodes=across,
+                                          peer_kernels=self.settings.peer_kernels)
             except IpcUnavailable as exc:
                 if choice == "ipc":
                     raise CollectiveError(self.rank, f"GPU transport ipc was asked for, but "
@@ -500,7 +488,9 @@ class Communicator:
         if transport is None and choice in ("auto", "cuda-mpi"):
             transport = self._cuda_mpi_transport(forced=choice == "cuda-mpi")
         if transport is None:
-            transport = StagedTransport(self.comm, self.watchdog, node=self.node)
+            transport = StagedTransport(self.comm, self.watchdog, node=self.node,
+                                        chunk_mb=self.settings.stage_chunk_mb,
+                                        shared=self.settings.staged_shared)
         if near is not None and near.near_peers:
             from .transport.mixed import MixedTransport
             transport = MixedTransport(near, transport, near.near_peers)

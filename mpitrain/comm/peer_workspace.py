@@ -46,7 +46,6 @@ import weakref
 from dataclasses import dataclass
 
 from ..kernels.compiled import DTYPE_CODES, OP_CODES, check
-from .. import settings
 
 ONE_SHOT, TWO_SHOT, REDUCE_SCATTER, ALL_GATHER, TWO_SHOT_PUSH, COPY_ENGINE = range(6)
 CE_WAITS = {"memop": 0, "kernel": 1}       # csrc/cuda_peer_ce.cu: MT_CE_WAIT_*
@@ -60,41 +59,37 @@ MIN_REGION = 1 << 20
 @dataclass
 class PeerOptions:
     """How one communicator's peer kernels run; read when its workspace is made (its first GPU
-    collective). parallel/streams.py sets them for the communicators beside compute."""
-    blocks: int = None           # most thread blocks a kernel uses (None: MPITRAIN_PEER_BLOCKS)
-    arrive_first: bool = False   # wait for the peers on one block before each kernel
-    copy_engine: bool = False    # all_reduce's fast lane by the copy engines
+    collective). Made from the communicator's settings: plain() for the collectives a user
+    calls, beside_compute() for the communicators of data parallel and ZeRO (parallel/streams.py).
+    A test may change a field before the communicator's first GPU collective."""
+    blocks: int                      # most thread blocks a kernel uses
+    region_mb: float                 # largest workspace region
+    ce_wait: str                     # how the copy-engine path waits for its peers (CE_WAITS)
+    register: bool                   # registered buffers take the peers' results directly
+    arrive_first: bool = False       # wait for the peers on one block before each kernel
+    copy_engine: bool = False        # all_reduce's fast lane by the copy engines
+
+    @classmethod
+    def plain(cls, settings):
+        return cls(blocks=settings.peer_blocks, region_mb=settings.peer_region_mb,
+                   ce_wait=settings.peer_ce_wait, register=settings.peer_register)
+
+    @classmethod
+    def beside_compute(cls, settings, copy_engine=None):
+        """Few SMs (dp_peer_blocks), the peers met on one block first (peer_arrive_first), and
+        the all-reduces by the copy engines (peer_copy_engine, or `copy_engine` when given)."""
+        options = cls.plain(settings)
+        options.blocks = settings.dp_peer_blocks
+        options.arrive_first = settings.peer_arrive_first
+        options.copy_engine = bool(settings.peer_copy_engine if copy_engine is None
+                                   else copy_engine)
+        return options
+
+    def region_bytes(self):
+        return max(LINE, int(self.region_mb * (1 << 20)) // LINE * LINE)
+
+
 _U8 = DTYPE_CODES["uint8"]
-
-
-def enabled_from_env():
-    return settings.get("MPITRAIN_PEER_KERNELS") != "0"
-
-
-def shared_gpus_from_env():
-    """MPITRAIN_PEER_KERNELS=shared: the peer kernels and the copy-engine path also for ranks
-    that share a GPU (their processes take turns on it, so every barrier waits a time slice:
-    slow, for testing those paths on a machine of one GPU)."""
-    return settings.get("MPITRAIN_PEER_KERNELS") == "shared"
-
-
-def region_bytes_from_env():
-    mb = settings.get("MPITRAIN_PEER_REGION_MB")
-    nbytes = int(mb * (1 << 20)) // LINE * LINE
-    if nbytes <= 0:
-        raise ValueError(f"MPITRAIN_PEER_REGION_MB={mb:g}: must be positive")
-    return nbytes
-
-
-def max_blocks_from_env():
-    blocks = settings.get("MPITRAIN_PEER_BLOCKS")
-    if not 1 <= blocks <= MAX_BLOCKS:
-        raise ValueError(f"MPITRAIN_PEER_BLOCKS={blocks}: must be 1..{MAX_BLOCKS}")
-    return blocks
-
-
-def register_from_env():
-    return settings.get("MPITRAIN_PEER_REGISTER")
 
 
 def two_shot_bounds(count, size, itemsize):
@@ -126,11 +121,11 @@ class PeerWorkspace:
         self.lib, self.comm = transport.lib, transport.comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.device = transport.device
-        self.max_region_bytes = region_bytes_from_env()
+        self.max_region_bytes = options.region_bytes()
         self.region_bytes = 0           # grown on demand (_ensure), up to max_region_bytes
         self.options = options
-        self.ce_wait = settings.get("MPITRAIN_PEER_CE_WAIT", self.rank)   # CE_WAITS
-        self.max_blocks = int(options.blocks) if options.blocks else max_blocks_from_env()
+        self.ce_wait = options.ce_wait                                    # CE_WAITS
+        self.max_blocks = int(options.blocks)
         if not 1 <= self.max_blocks <= MAX_BLOCKS:
             raise ValueError(f"rank {self.rank}: peer kernel blocks {options.blocks}: must be "
                              f"1..{MAX_BLOCKS}")
@@ -146,7 +141,7 @@ class PeerWorkspace:
         self._order_event = event
         self._ce_event, _ = transport._own_event({}, "copy engine")
         self._ce_queued = None          # (when, epoch) of the last copy-engine call with memop waits
-        self.register_outputs = register_from_env()
+        self.register_outputs = options.register
         self._registered = {}           # own pointer -> Registered
         self.registered_calls = 0       # calls that wrote straight into registered buffers
         transport.watchdog.gpu_checks.append(self._overdue)

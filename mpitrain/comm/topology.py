@@ -6,8 +6,6 @@ A Communicator carries its Topology; Communicator.split gives a sub-communicator
 """
 from dataclasses import dataclass
 
-from .. import settings
-
 
 @dataclass(frozen=True)
 class Topology:
@@ -17,9 +15,11 @@ class Topology:
     num_nodes: int
 
 
-def discover_topology(comm):
+def discover_topology(comm, ranks_per_node=0):
+    """Where every rank of `comm` runs (collective). ranks_per_node: the setting of that name
+    (0: ask MPI)."""
     from mpi4py import MPI
-    fake = settings.get("MPITRAIN_RANKS_PER_NODE")
+    fake = ranks_per_node
     if fake:
         local = comm.Split(comm.Get_rank() // int(fake), comm.Get_rank())
     else:

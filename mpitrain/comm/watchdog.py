@@ -9,18 +9,6 @@ import sys
 import threading
 import time
 
-from .. import settings
-
-DEFAULT_TIMEOUT_S = settings.SETTINGS["MPITRAIN_TIMEOUT"].default   # 600 s, as torch.distributed
-
-
-def timeout_from_env(timeout):
-    """The timeout in seconds: the argument, else $MPITRAIN_TIMEOUT, else the default; 0 = off."""
-    if timeout is None:
-        timeout = settings.get("MPITRAIN_TIMEOUT")
-    return float(timeout)
-
-
 class Watchdog:
     """The hot path stores who it waits for and bumps a counter; the thread notices when the
     counter stops moving while a collective is in progress."""

@@ -16,7 +16,7 @@ import traceback
 
 from .communicator import Communicator
 from .topology import discover_topology
-from .. import settings
+from ..settings import Settings, check_environment
 
 
 _hook_installed = False
@@ -49,7 +49,8 @@ def install_abort_hook(comm):
     threading.excepthook = thread_hook
 
 
-def init(comm=None, timeout=None, debug=None, abort_on_error=True, gpu_transport=None):
+def init(comm=None, timeout=None, debug=None, abort_on_error=True, gpu_transport=None,
+         settings=None):
     """The world of ranks as a Communicator.
 
     comm: an mpi4py communicator (default MPI.COMM_WORLD).
@@ -60,18 +61,27 @@ def init(comm=None, timeout=None, debug=None, abort_on_error=True, gpu_transport
     abort_on_error: install the hook that aborts the job on an uncaught exception.
     gpu_transport: how GPU buffers move: auto (default $MPITRAIN_GPU_TRANSPORT, else auto),
            ipc, cuda-mpi or staged (Communicator.device_transport).
+    settings: a mpitrain.settings.Settings to run with instead of the environment's.
+
+    The settings are read once, here (every MPITRAIN_* variable: a bad value fails now, on
+    the rank that has it, not at its first use), and carried by the Communicator
+    (world.settings) to everything it makes; timeout, debug and gpu_transport override them.
     """
     from mpi4py import MPI
     comm = MPI.COMM_WORLD if comm is None else comm
+    rank = comm.Get_rank()
     if abort_on_error:
         install_abort_hook(comm)
-    # every MPITRAIN_* variable parsed now: a bad value fails here, not at its first use
-    for warning in settings.check_environment(comm.Get_rank()):
-        if comm.Get_rank() == 0:
-            print(f"mpitrain: {warning}", file=sys.stderr, flush=True)
-    topology = discover_topology(comm)
-    share_cores(topology.local_size)
-    return Communicator(comm, topology, timeout=timeout, debug=debug, gpu_transport=gpu_transport)
+    if settings is None:
+        for warning in check_environment(rank):
+            if rank == 0:
+                print(f"mpitrain: {warning}", file=sys.stderr, flush=True)
+        settings = Settings.from_env(rank=rank)
+    given = {"timeout": timeout, "debug": debug, "gpu_transport": gpu_transport}
+    settings = settings.replace(rank, **{k: v for k, v in given.items() if v is not None})
+    topology = discover_topology(comm, settings.ranks_per_node)
+    share_cores(topology.local_size, settings.cpu_threads)
+    return Communicator(comm, topology, settings)
 
 
 def cores_per_rank(local_size):
@@ -80,9 +90,9 @@ def cores_per_rank(local_size):
     return max(1, (cores or 1) // max(1, local_size))
 
 
-def share_cores(local_size):
+def share_cores(local_size, cpu_threads=0):
     """Give the compiled kernels this rank's share of the node's cores (all of them when one
-    rank runs alone; one thread each when ranks outnumber cores). MPITRAIN_CPU_THREADS wins."""
+    rank runs alone; one thread each when ranks outnumber cores). cpu_threads (the setting,
+    MPITRAIN_CPU_THREADS) wins when not 0."""
     from .. import kernels
-    if not settings.get("MPITRAIN_CPU_THREADS"):
-        kernels.set_cpu_threads(cores_per_rank(local_size))
+    kernels.set_cpu_threads(cpu_threads or cores_per_rank(local_size))

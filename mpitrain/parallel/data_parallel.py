@@ -5,7 +5,7 @@
     with dp.no_sync():          # gradient accumulation: these backwards send nothing
         loss2.backward()
 
-The path of one gradient (ARCHITECTURE.md):
+The path of one gradient (docs/architecture.md):
   1. backward accumulates p.grad; p's post-accumulate-grad hook marks p ready in its bucket;
   2. when every parameter of a bucket is ready, the bucket's flat buffer is made to hold them:
      - the wire carries the gradients' own dtype (fp32, the default): p.grad *is* a view of the
@@ -26,86 +26,21 @@ The path of one gradient (ARCHITECTURE.md):
      communication stream (on the host it unpacks the packed buckets there).
 """
 import contextlib
+import functools
 import time
 
 import torch
 
 from .no_sync import NoSync
-from ..precision import torch_dtype
-from .. import kernels
+from .bucket import PACKABLE, Bucket
 from .buckets import WIRE_DTYPES, describe_plan, plan_buckets, tail_cuts_bytes
 from .comm_thread import CommThread
 from .naive_data_parallel import NaiveDataParallel
 from .replicate import broadcast_parameters
 from .streams import comm_stream, overlapping_comm
-from .. import settings
-
-PACKABLE = (torch.float32, torch.bfloat16, torch.float16)
-
 
 class UnusedParameterError(RuntimeError):
     """A backward finished with parameters that produced no gradient on this rank."""
-
-
-class Bucket:
-    """One bucket's state: its plan, its flat buffers and, per backward, how many are ready."""
-
-    def __init__(self, spec, wire_dtype, grad_views=True, host_wait=False):
-        self.spec = spec
-        self.index = spec.index
-        self.params = spec.params
-        self.layout = kernels.BucketLayout([p.numel() for p in spec.params], wire_dtype)
-        device = spec.device
-        self.wire = torch.zeros(self.layout.total, dtype=torch_dtype(wire_dtype), device=device)
-        self.on_gpu = device.type == "cuda"
-        # bucket complete on the GPU; host_wait: the communication thread sleeps on it (a
-        # blocking-sync event) instead of queueing a stream wait
-        self.ready = torch.cuda.Event(blocking=host_wait) if self.on_gpu else None
-        self._plan, self._plan_key = None, None
-        self.pending = len(self.params)
-        self.launched = False
-        self.registered = None          # GPU: whether the peers write results straight into it
-        # the wire in the gradients' own dtype: each p.grad can be a view of the bucket (not
-        # fp16, whose sum over ranks could overflow before the division: it packs pre-scaled)
-        self.views = None
-        if grad_views and self.wire.dtype == spec.dtype and spec.dtype != torch.float16:
-            self.views = [self.wire[o: o + p.numel()].view(p.shape)
-                          for p, o in zip(self.params, self.layout.offsets)]
-            self._view_ptrs = [v.data_ptr() for v in self.views]
-
-    def reset(self):
-        self.pending = len(self.params)
-        self.launched = False
-
-    def bound(self):
-        """Every parameter's .grad is its view of the bucket (backward accumulated into it)."""
-        return all(p.grad is not None and p.grad.data_ptr() == ptr
-                   for p, ptr in zip(self.params, self._view_ptrs))
-
-    def bind(self, stream):
-        """Point every p.grad at its view (after a pack queued on `stream` copied them in); the
-        old tensors are freed only once that stream is past the pack."""
-        for p, view in zip(self.params, self.views):
-            old = p.grad
-            if old is not None and old.is_cuda and stream is not None:
-                old.record_stream(stream)
-            p.grad = view
-        # the plan lets go of the old tensors but keeps their addresses: after the next
-        # zero_grad(set_to_none=True) the allocator mostly hands the same memory out again, and
-        # a plan for ViT-L's 296 tensors takes milliseconds to check
-        self._plan.tensors = []
-
-    def pack_plan(self):
-        """The fused-kernel plan for the current .grad tensors; re-checked only when autograd
-        handed out new gradient tensors (e.g. after zero_grad(set_to_none=True))."""
-        grads = [p.grad for p in self.params]
-        key = tuple(g.data_ptr() for g in grads)
-        if key != self._plan_key:
-            self._plan = kernels.PackPlan(grads, self.wire, self.layout.offsets)
-            self._plan_key = key
-        else:
-            self._plan.tensors = grads               # the same memory, perhaps new tensors
-        return self._plan
 
 
 class DataParallel(NoSync):
@@ -139,7 +74,7 @@ class DataParallel(NoSync):
         # "stream" queues a stream wait on its ready event at once (the communication stream
         # then sits blocked in the GPU's front end until backward gets there); "host" waits on
         # the host for the event, then queues the all-reduce behind nothing (only with the thread)
-        self.bucket_wait = bucket_wait_from_env(world.rank)
+        self.bucket_wait = world.settings.dp_bucket_wait
         self.host_wait = self.bucket_wait == "host" and self.thread is not None
         self.side_stream = None          # GPU: packs
         self.comm_stream = None          # GPU: the communication thread's collectives
@@ -232,9 +167,10 @@ class DataParallel(NoSync):
                 bucket.bind(side)
                 plan = None
         bucket.launched = True
-        job = _all_reduce_job(self.comm, bucket, self.comm_stream, op, plan, self.host_wait)
+        job = functools.partial(bucket.all_reduce, self.comm, self.comm_stream, op, plan,
+                                self.host_wait)
         if self.thread is not None:
-            self.thread.submit(job, f"bucket {bucket.index}")
+            self.thread.submit(job, f"bucket {bucket.index}")    # the thread runs it in order
         else:
             job()
 
@@ -303,34 +239,6 @@ class DataParallel(NoSync):
         self._hooks = {}
         if self.thread is not None:
             self.thread.close()
-
-
-def _all_reduce_job(comm, bucket, comm_stream, op, plan, host_wait=False):
-    """The thread's work for one bucket: all-reduce it with `op`; then, on a GPU, unpack it with
-    `plan` (None: the gradients are views of the bucket)."""
-    def job():
-        if not bucket.on_gpu:
-            comm.all_reduce(bucket.wire, op=op)
-            return
-        with torch.cuda.device(comm_stream.device), torch.cuda.stream(comm_stream):
-            if bucket.registered is None:            # first all-reduce: every rank, plan order
-                bucket.registered = comm.register_in_place(bucket.wire)
-            if host_wait:
-                bucket.ready.synchronize()           # the thread sleeps (GIL released)
-            else:
-                comm_stream.wait_event(bucket.ready)     # GPU-side wait: the thread does not block
-            comm.all_reduce(bucket.wire, op=op)
-            if plan is not None:
-                plan.unpack(stream=comm_stream)      # the bucket's .grad final, during backward
-    return job
-
-
-BUCKET_WAITS = ("stream", "host")
-
-
-def bucket_wait_from_env(rank):
-    """MPITRAIN_DP_BUCKET_WAIT: stream (default) or host (see DataParallel.bucket_wait)."""
-    return settings.get("MPITRAIN_DP_BUCKET_WAIT", rank)
 
 
 def _threads_allowed():

@@ -8,22 +8,17 @@ kernels leave the SMs to the compute. Used by data parallel, ZeRO-2 and ZeRO-3.
 import contextlib
 
 import torch
-from .. import settings
 
 
 def overlapping_comm(world, copy_engine=None):
     """A communicator of its own for collectives that run beside compute: its GPU all-reduces
-    move their bytes by the copy engines and wait in the stream, with
-    no SM (copy_engine; None: MPITRAIN_PEER_COPY_ENGINE, default on); its peer kernels take
-    few SMs (MPITRAIN_DP_PEER_BLOCKS, default 32) and wait for their peers on one block first
-    (MPITRAIN_PEER_ARRIVE_FIRST=0 turns that off)."""
+    move their bytes by the copy engines and wait in the stream, with no SM (copy_engine; None:
+    the world's settings.peer_copy_engine, default on); its peer kernels take few SMs
+    (settings.dp_peer_blocks, default 32) and wait for their peers on one block first
+    (settings.peer_arrive_first). PeerOptions.beside_compute reads them."""
     from ..comm.peer_workspace import PeerOptions
     comm = world.dup()
-    if copy_engine is None:
-        copy_engine = settings.get("MPITRAIN_PEER_COPY_ENGINE")
-    comm.peer = PeerOptions(blocks=settings.get("MPITRAIN_DP_PEER_BLOCKS"),
-                            arrive_first=settings.get("MPITRAIN_PEER_ARRIVE_FIRST"),
-                            copy_engine=bool(copy_engine))
+    comm.peer = PeerOptions.beside_compute(world.settings, copy_engine)
     return comm
 
 

@@ -153,12 +153,12 @@ def on_gpu(world, monkeypatch):
 @needs_gpu
 @pytest.mark.parametrize("wait", ["stream", "host"])
 @pytest.mark.parametrize("caps", ["one param per bucket", "default caps", "tail cuts"])
-def test_bucketed_engine_on_gpu_follows_one_process(world, on_gpu, caps, wait, monkeypatch):
+def test_bucketed_engine_on_gpu_follows_one_process(world, on_gpu, caps, wait):
     """CUDA gradients: views of their buckets (or packed on a side stream), all-reduced by the
     GPU transport; the communication thread queues a stream wait per bucket or waits for the
-    bucket on the host (MPITRAIN_DP_BUCKET_WAIT)."""
-    monkeypatch.setenv("MPITRAIN_DP_BUCKET_WAIT", wait)
-    compare(world, *data_parallel_run(world, EXTREMES[caps], accum=2),
+    bucket on the host (settings.dp_bucket_wait, MPITRAIN_DP_BUCKET_WAIT)."""
+    waiting = world.dup(settings=world.settings.replace(dp_bucket_wait=wait))
+    compare(world, *data_parallel_run(waiting, EXTREMES[caps], accum=2),
             single_process_run(world.size))
 
 

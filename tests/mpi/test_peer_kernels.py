@@ -6,7 +6,6 @@ counts, in-place and overlapping buffers, and the fast lane. Oracles: MPI's allg
 Skips without a GPU, and where the peer kernels cannot run (one GPU per rank over CUDA IPC).
     mpiexec -n 2 python -m pytest --with-mpi tests/mpi/test_peer_kernels.py
 """
-import os
 import time
 
 import numpy as np
@@ -34,15 +33,12 @@ def peer_world(world):
 def small_region_world(world):
     """A communicator whose workspace regions hold 64 KB, so modest calls need many pieces."""
     torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
-    os.environ["MPITRAIN_PEER_REGION_MB"] = "0.0625"
-    try:
-        comm = world.dup()
-        reason = comm.peer_kernels_reason(torch.cuda.current_device())
-        if reason is not None:
-            pytest.skip(f"peer kernels unavailable: {reason}")
-        comm.all_reduce(torch.zeros(8, device="cuda"), algorithm="one_shot")   # makes the workspace
-    finally:
-        del os.environ["MPITRAIN_PEER_REGION_MB"]
+    comm = world.dup(settings=world.settings.replace(peer_region_mb=0.0625))
+    assert comm.peer.region_bytes() == 1 << 16
+    reason = comm.peer_kernels_reason(torch.cuda.current_device())
+    if reason is not None:
+        pytest.skip(f"peer kernels unavailable: {reason}")
+    comm.all_reduce(torch.zeros(8, device="cuda"), algorithm="one_shot")   # makes the workspace
     return comm
 
 
@@ -167,9 +163,8 @@ def test_copy_engine_lane_with_ranks_drifting_apart(peer_world, wait, reduce_blo
     Ranks held up in turn, sizes and dtypes changing, nothing synchronised between calls; every
     result against the oracle."""
     from mpitrain.comm.peer_workspace import PeerWorkspace
-    monkeypatch.setenv("MPITRAIN_PEER_CE_WAIT", wait)
     monkeypatch.setattr(PeerWorkspace, "ce_reduce_blocks", reduce_blocks)
-    comm = peer_world.dup()
+    comm = peer_world.dup(settings=peer_world.settings.replace(peer_ce_wait=wait))
     comm.peer.copy_engine = True
     comm.peer.arrive_first = True
     p, r = comm.size, comm.rank
@@ -250,14 +245,13 @@ def test_copy_engine_call_a_peer_has_not_reached_is_seen_by_the_watchdog_check(p
 
 
 @pytest.mark.parametrize("wait", ["memop", "kernel"])
-def test_registered_outputs_take_the_peers_results_directly(peer_world, wait, monkeypatch):
+def test_registered_outputs_take_the_peers_results_directly(peer_world, wait):
     """Buffers registered for in-place all-reduces (data parallel's buckets): the peers write
     the reduced chunks straight into them. Many calls in a row on three registered buffers
     (one of them larger than a region, so in pieces at offsets), ranks held up in turn, new
     contents every time, prefixes of a buffer too; every result against the oracle."""
-    monkeypatch.setenv("MPITRAIN_PEER_CE_WAIT", wait)
-    monkeypatch.setenv("MPITRAIN_PEER_REGION_MB", "0.0625")   # 64 KB regions: 32 KB pieces
-    comm = peer_world.dup()
+    comm = peer_world.dup(settings=peer_world.settings.replace(    # 64 KB regions: 32 KB pieces
+        peer_ce_wait=wait, peer_region_mb=0.0625))
     comm.peer.copy_engine = True
     p, r = comm.size, comm.rank
     if p < 2:
@@ -285,10 +279,10 @@ def test_registered_outputs_take_the_peers_results_directly(peer_world, wait, mo
     verdict(comm, failures)
 
 
-def test_a_freed_registered_buffer_is_forgotten(peer_world, monkeypatch):
+def test_a_freed_registered_buffer_is_forgotten(peer_world):
     """A registration dies with its tensor: a new tensor at the same address is all-reduced the
     unregistered way (its peers' copies are not mapped); MPITRAIN_PEER_REGISTER=0 registers
-    nothing."""
+    nothing (settings.peer_register, MPITRAIN_PEER_REGISTER)."""
     comm = peer_world.dup()
     comm.peer.copy_engine = True
     if comm.size < 2:
@@ -306,8 +300,7 @@ def test_a_freed_registered_buffer_is_forgotten(peer_world, monkeypatch):
     comm.all_reduce(c)
     assert bool((c == comm.size * (comm.size + 1) / 2).all())
     assert ws.registered_calls == before
-    monkeypatch.setenv("MPITRAIN_PEER_REGISTER", "0")
-    other = peer_world.dup()
+    other = peer_world.dup(settings=peer_world.settings.replace(peer_register=False))
     other.peer.copy_engine = True
     assert other.register_in_place(torch.zeros(16, device="cuda")) is False
 

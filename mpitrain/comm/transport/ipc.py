@@ -58,13 +58,12 @@ class IpcTransport(OneCall):
         self.peer_reason = "not probed"   # why the peer kernels cannot run here, or None
         self._workspace = None
 
-    def peer_workspace(self, options=None):
+    def peer_workspace(self, options):
         """The peer kernels' workspace (comm/peer_workspace.py), made once (by the communicator's
-        first GPU collective), run as `options` (a PeerOptions; None: the defaults) say."""
+        first GPU collective), run as `options` (a PeerOptions) say."""
         if self._workspace is None:
-            from ..peer_workspace import PeerOptions, PeerWorkspace
-            self._workspace = PeerWorkspace(self, self.watchdog.timeout_s,
-                                            options or PeerOptions())
+            from ..peer_workspace import PeerWorkspace
+            self._workspace = PeerWorkspace(self, self.watchdog.timeout_s, options)
         return self._workspace
 
     # ------------------------------------------------------------------------------ plumbing
@@ -175,12 +174,12 @@ class IpcTransport(OneCall):
 
     # ---------------------------------------------------------------------------- start-up
     @classmethod
-    def probe(cls, comm, watchdog, device, node, across_nodes=False):
+    def probe(cls, comm, watchdog, device, node, across_nodes=False, peer_kernels="1"):
         """Build the transport if every pair of ranks that should use it can: all ranks on one
         node (or, across_nodes=True, the pairs of ranks that share a node: transport.near_peers
         lists this rank's), and a real copy from each such peer's GPU memory arrives intact.
         Collective over `comm`; every rank gets the same answer (a transport, or IpcUnavailable
-        with the reason)."""
+        with the reason). peer_kernels: the setting of that name (1, 0 or shared)."""
         import torch
         rank = comm.Get_rank()
         reason = None
@@ -221,23 +220,26 @@ class IpcTransport(OneCall):
         if reason is not None:
             raise IpcUnavailable(reason)
         transport.near_peers = near
-        transport.peer_reason = (cls._peer_kernels_reason(comm, device) if len(set(nodes)) == 1
+        transport.peer_reason = (cls._peer_kernels_reason(comm, device, peer_kernels)
+                                 if len(set(nodes)) == 1
                                  else f"ranks span {len(set(nodes))} nodes: the peer kernels "
                                       f"need every rank on one node")
         return transport
 
     @staticmethod
-    def _peer_kernels_reason(comm, device):
+    def _peer_kernels_reason(comm, device, peer_kernels):
         """None when the peer kernels can run (one GPU per rank unless MPITRAIN_PEER_KERNELS=
-        shared, at most 8 ranks, not turned off), else why not; the same answer on every rank."""
+        shared, at most 8 ranks, not turned off), else why not; the same answer on every rank.
+        peer_kernels=shared also runs them for ranks that share a GPU (their processes take
+        turns on it, so every barrier waits a time slice: slow, for testing on one GPU)."""
         import torch
-        from ..peer_workspace import MAX_RANKS, enabled_from_env, shared_gpus_from_env
+        from ..peer_workspace import MAX_RANKS
         gpus = comm.allgather(str(torch.cuda.get_device_properties(device).uuid))
-        if not enabled_from_env():
+        if peer_kernels == "0":
             return "MPITRAIN_PEER_KERNELS=0"
         if len(gpus) > MAX_RANKS:
             return f"{len(gpus)} ranks; the peer kernels take at most {MAX_RANKS}"
-        if len(set(gpus)) < len(gpus) and not shared_gpus_from_env():
+        if len(set(gpus)) < len(gpus) and peer_kernels != "shared":
             return (f"{len(gpus)} ranks share {len(set(gpus))} GPU(s); the peer kernels need one "
                     f"GPU per rank")
         return None

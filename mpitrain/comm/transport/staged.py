@@ -26,14 +26,9 @@ private duplicate: per pair, chunks and notes arrive in the order they were sent
 
 from mpi4py import MPI
 
-from ... import settings
 from .one_call import OneCall
 from .staged_chunks import (STAGES, MessageReceiver, MessageSender, WindowReceiver,
                             WindowSender)
-
-
-def shared_from_env():
-    return settings.get("MPITRAIN_STAGED_SHARED")
 
 
 def _bytes(torch, buf):
@@ -106,19 +101,20 @@ class SharedWindow:
 class StagedTransport(OneCall):
     name = "mpi-staged"
 
-    def __init__(self, comm, watchdog, chunk_bytes=None, node=0):
+    def __init__(self, comm, watchdog, node=0, chunk_mb=4.0, shared=True):
+        """chunk_mb and shared: the settings stage_chunk_mb and staged_shared (the
+        communicator passes its own)."""
         import torch
         self.torch = torch
         self.comm = comm
         self.watchdog = watchdog
-        mb = settings.get("MPITRAIN_STAGE_CHUNK_MB")
-        self.chunk = int(chunk_bytes or mb * 2**20)
+        self.chunk = int(chunk_mb * 2**20)
         self._stages = None
         self._d2h_stream = None
         self._events = None
         self.shared = None
         self.shared_reason = "MPITRAIN_STAGED_SHARED=0"
-        if shared_from_env():
+        if shared:
             reason = None
             try:
                 shared = SharedWindow(torch, comm, node, self.chunk)
