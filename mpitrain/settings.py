@@ -164,7 +164,8 @@ class Settings:
     cluster_dir: str = knob("/run/mpitrain-cluster", "text", "stable",
         "Where the emulated cluster keeps its state.")
     cluster_mpiexec: str = knob("", "text", "stable",
-        "The mpiexec the emulated cluster runs (default: the one beside Python, else PATH's).")
+        "The mpiexec (with flags) the emulated cluster runs (default: the one beside Python, else "
+        "PATH's).")
     cluster_keepalive: float = knob(30.0, "float", "experimental",
         "Seconds between the cluster agent's link checks.", minimum=0.001)
     mpiexec: str = knob("", "text", "stable",

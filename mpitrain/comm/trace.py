@@ -81,9 +81,10 @@ class Trace:
         end = time.perf_counter()
         nbytes = sum(a.nbytes for a in (sent, received) if a is not None)
         collective, call, algorithm, _, step, _ = self._call
-        self.events.append(Event(collective, call, algorithm, step, kind, self.world.rank,
-                                 peer, (self._chunk(sent), self._chunk(received)), int(nbytes),
-                                 start - self.t0, end - self.t0))
+        self.events.append(Event(
+            collective=collective, call=call, algorithm=algorithm, step=step, kind=kind,
+            rank=self.world.rank, peer=peer, chunk=(self._chunk(sent), self._chunk(received)),
+            bytes=int(nbytes), start=start - self.t0, end=end - self.t0))
 
     def _chunk(self, array):
         """(first element, count) of `array` inside the collective's buffer(s), else None."""

@@ -97,8 +97,10 @@ def predict(cfg, parallel, world_size, micro_batch, *, precision="fp32", optimiz
     diloco: {"inner": dp | zero1 | zero2, "workers": k, "fragments": F, "outer_dtype": ...}:
     the inner engine over world_size / k ranks, plus the outer state (parallel/diloco.py)."""
     if parallel == "diloco":
-        return _predict_diloco(cfg, world_size, micro_batch, precision, optimizer, grad_dtype,
-                               bucket_mb, checkpoint_activations, grad_views, diloco)
+        return _predict_diloco(cfg, world_size, micro_batch, precision, optimizer=optimizer,
+                               grad_dtype=grad_dtype, bucket_mb=bucket_mb,
+                               checkpoint_activations=checkpoint_activations,
+                               grad_views=grad_views, diloco=diloco)
     psi = cfg.count_params()
     p = world_size
     stage = parallel if parallel.startswith("zero") else "dp"
@@ -153,8 +155,8 @@ def predict(cfg, parallel, world_size, micro_batch, *, precision="fp32", optimiz
     return items, peak
 
 
-def _predict_diloco(cfg, world_size, micro_batch, precision, optimizer, grad_dtype, bucket_mb,
-                    checkpoint_activations, grad_views, diloco):
+def _predict_diloco(cfg, world_size, micro_batch, precision, *, optimizer, grad_dtype,
+                    bucket_mb, checkpoint_activations, grad_views, diloco):
     """Sharded over the worker's m ranks: theta_global and the outer momentum (and the error
     feedback when compressed), 4 bytes each per element of the shard. An outer step runs after
     the optimizer's, when the activations are gone; it holds the outer gradient of the shard and

@@ -168,7 +168,7 @@ class Unit:
 
 
 class Zero3(ShardedGradients):
-    def __init__(self, model, world, make_optimizer, units, groups=None, window=1,
+    def __init__(self, model, world, make_optimizer, units, *, groups=None, window=1,
                  keep_between=False, param_dtype="fp32", reduce_dtype="fp32"):
         if window < 0:
             raise ValueError(f"rank {world.rank}: ZeRO-3 window must be >= 0, got {window}")
@@ -355,5 +355,5 @@ def apply_zero3(model, world, make_optimizer, units, groups=None, window=1, keep
     (fp32 | bf16 | fp16): the dtype gradients are reduce-scattered in."""
     if broadcast:
         broadcast_parameters(model, world)
-    return Zero3(model, world, make_optimizer, list(units), groups, window, keep_between,
-                 param_dtype, reduce_dtype)
+    return Zero3(model, world, make_optimizer, list(units), groups=groups, window=window,
+                 keep_between=keep_between, param_dtype=param_dtype, reduce_dtype=reduce_dtype)

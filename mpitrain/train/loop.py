@@ -29,8 +29,8 @@ from ..parallel import (SingleRank, Zero, Zero3, apply_data_parallel, apply_zero
                         memory)
 from ..parallel.buckets import parse_tail_mb
 from ..parallel.diloco import DiLoCo, DiLoCoConfigError
-from .config import ConfigError, write_toml
-from .metrics import JsonLines, Progress, TensorBoard, measure_matmul_tflops, run_header
+from .config import ConfigError
+from .metrics import Reports, measure_matmul_tflops
 from .run_dir import check_checkpoint_dir, resume_note
 from .weights import init_from, model_card
 
@@ -296,13 +296,58 @@ def restore(cfg, run, world):
                            world)
 
 
-def save(cfg, run, world, step, run_id, extra, rng):
+def save(cfg, run, world, position, gen):
+    """A checkpoint of the run at `position`, with every rank's random draws."""
+    extra = {"epoch": position.epoch, "config": vars(cfg).copy(), "loss": position.loss,
+             "test_accuracy": position.accuracy, "model_info": run.card}
+    rng = {"torch": torch.get_rng_state(), "gen": gen.get_state()}
     if run.outer is not None:
-        diloco_checkpoint.save(cfg.checkpoint_dir, step, run.model, run.outer, run.groups, world,
-                               run_id, extra=extra, rng=rng, keep=cfg.checkpoint_keep)
+        diloco_checkpoint.save(cfg.checkpoint_dir, position.step, run.model, run.outer,
+                               run.groups, world, position.run_id, extra=extra, rng=rng,
+                               keep=cfg.checkpoint_keep)
     else:
-        checkpoint.save(cfg.checkpoint_dir, step, run.model, run.engine, run.optimizer, run.groups,
-                        world, run_id, extra=extra, rng=rng, keep=cfg.checkpoint_keep)
+        checkpoint.save(cfg.checkpoint_dir, position.step, run.model, run.engine, run.optimizer,
+                        run.groups, world, position.run_id, extra=extra, rng=rng,
+                        keep=cfg.checkpoint_keep)
+
+
+@dataclass
+class Position:
+    """Where a run stands: steps done, the epoch, the batches of that epoch already trained
+    (after a resume), the last loss (averaged over ranks), the last test accuracy, the run id."""
+    run_id: str
+    step: int = 0
+    epoch: int = 0
+    skip: int = 0
+    loss: float = 0.0
+    accuracy: float = None
+
+
+def resume(cfg, run, world, gen, position, stop):
+    """--resume: the newest usable checkpoint into the run and into `position`, and each
+    rank's random draws as they were (when the world size is the same)."""
+    info = restore(cfg, run, world)
+    for line in resume_note(cfg, info, stop):
+        world.print0(line)
+    if info is None:
+        return
+    position.step = info["step"]
+    position.run_id = info["run_id"] or position.run_id
+    position.epoch, position.skip = divmod(position.step, run.sampler.steps_per_epoch)
+    position.loss = info["extra"].get("loss", math.nan)
+    position.accuracy = info["extra"].get("test_accuracy")
+    if info["rng"] is not None:
+        torch.set_rng_state(info["rng"]["torch"])
+        gen.set_state(info["rng"]["gen"])
+
+
+def due(cfg, run, step, stop):
+    """What the end of step `step` brings: (a log line, an evaluation, a checkpoint)."""
+    logging = step % cfg.log_every == 0 or step == run.total
+    evaluating = step % run.eval_every == 0 or step == run.total
+    saving = bool(cfg.checkpoint_dir) and (
+        step == stop or bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0))
+    return logging, evaluating, saving
 
 
 def train_step(cfg, run, indices, step, gen):
@@ -354,103 +399,70 @@ def prefetch(cfg, run, indices):
 
 
 def train(cfg, world):
+    """The whole run: set up, resume where asked, then steps, each followed by what is due
+    (a log line, an evaluation, a checkpoint). Returns steps, final loss and test accuracy."""
     given = replace(cfg)                       # as given: check() fills in the batch split
-    run_id = check_checkpoint_dir(cfg, world)
+    position = Position(run_id=check_checkpoint_dir(cfg, world))
     run = setup(cfg, world)
-    device, mcfg, total, dp = run.device, run.mcfg, run.total, run.engine
-    peak = cfg.peak_tflops or measure_matmul_tflops(device, cfg.precision)
+    peak = cfg.peak_tflops or measure_matmul_tflops(run.device, cfg.precision)
     job_peak = np.array([peak], np.float64)
     world.all_reduce(job_peak)
-    flops_per_image = mcfg.flops_per_image()
     world.print0(banner(cfg, run, world, job_peak[0]))
-    if device.type == "cpu":
-        warning = cpu_warning(cfg, mcfg, peak, world)
-        if warning:
-            world.print0(warning)
-
-    header = run_header(cfg, world, device)
-    log = JsonLines(cfg.log_jsonl, world.rank == 0)
-    log.write(**header)
-    if cfg.log_jsonl and world.rank == 0:
-        write_toml(given, f"{cfg.log_jsonl.removesuffix('.jsonl')}.config.toml")
-    board = TensorBoard(cfg.tensorboard, world.rank == 0)
+    warning = cpu_warning(cfg, run.mcfg, peak, world) if run.device.type == "cpu" else None
+    if warning:
+        world.print0(warning)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + world.rank)   # augmentation draws
-    step, epoch, accuracy = 0, 0, None
-    skip = 0                                    # batches of the first epoch already trained
-    stop = min(total, cfg.stop_at_step) if cfg.stop_at_step else total
-    loss_sum = np.zeros(1, np.float64)         # the last step's loss, averaged over ranks
+    stop = min(run.total, cfg.stop_at_step) if cfg.stop_at_step else run.total
     if cfg.resume:
-        info = restore(cfg, run, world)
-        for line in resume_note(cfg, info, stop):
-            world.print0(line)
-        if info is not None:
-            step = info["step"]
-            run_id = info["run_id"] or run_id
-            epoch, skip = divmod(step, run.sampler.steps_per_epoch)
-            loss_sum[0] = info["extra"].get("loss", math.nan)
-            accuracy = info["extra"].get("test_accuracy")
-            if info["rng"] is not None:          # the same world size: each rank's own draws
-                torch.set_rng_state(info["rng"]["torch"])
-                gen.set_state(info["rng"]["gen"])
-    progress = Progress(total, cfg.progress and world.rank == 0, world.print0)
-    window_seconds, window_steps = 0.0, 0      # training time only: evaluation is left out
+        resume(cfg, run, world, gen, position, stop)
+    reports = Reports(cfg, given, world, run, job_peak[0])
     pending = []                               # (step, loss on the device) not yet read
-    while step < stop:
+    while position.step < stop:
         if hasattr(run.data.train, "set_epoch"):
-            run.data.train.set_epoch(epoch)
-        for _, indices, upcoming in with_next(run.sampler.batches(epoch, skip)):
-            if step >= stop:
+            run.data.train.set_epoch(position.epoch)
+        for _, indices, upcoming in with_next(run.sampler.batches(position.epoch, position.skip)):
+            if position.step >= stop:
                 break
-            step_start = time.perf_counter()
-            prefetch(cfg, run, upcoming if step + 1 < stop else None)
-            local_loss = train_step(cfg, run, indices, step, gen)
-            step += 1
+            start = time.perf_counter()
+            prefetch(cfg, run, upcoming if position.step + 1 < stop else None)
+            local_loss = train_step(cfg, run, indices, position.step, gen)
+            position.step += 1
+            step = position.step
             pending.append((step, local_loss))
             if cfg.memory_report and step in (1, min(2, stop)):
-                memory_report(cfg, mcfg, world, device, run.rss_before_model, measure=step == min(2, stop))
-            window_steps += 1
-            logging_step = step % cfg.log_every == 0 or step == total
-            saving = bool(cfg.checkpoint_dir) and (step == stop or (cfg.checkpoint_every and
-                                                                     step % cfg.checkpoint_every == 0))
-            evaluating = step % run.eval_every == 0 or step == total
-            if logging_step or saving or evaluating or step == stop:
+                memory_report(cfg, run.mcfg, world, run.device, run.rss_before_model,
+                              measure=step == min(2, stop))
+            logging, evaluating, saving = due(cfg, run, step, stop)
+            if logging or evaluating or saving or step == stop:
                 # the host waits for the GPU here only: between these points it queues the next
                 # steps while the GPU runs (DDP's loop does the same; a per-step read of the loss
                 # stalled the GPU every step while the host launched the next forward)
-                loss_sum[0] = read_losses(pending, world)
+                position.loss = read_losses(pending, world)
                 pending = []
-            window_seconds += time.perf_counter() - step_start
-            if logging_step:
-                img_s = window_steps * cfg.batch_size / window_seconds
-                mfu = img_s * flops_per_image / (job_peak[0] * 1e12)
-                lr = lr_at(step - 1, cfg, total)
-                progress.update(window_steps, step, total, loss_sum[0], img_s, mfu)
-                log.write(step=step, epoch=epoch, loss=loss_sum[0], lr=lr, img_per_s=img_s,
-                          mfu=mfu, time=time.time())
-                board.write(step, loss=loss_sum[0], lr=lr, img_per_s=img_s, mfu=mfu)
-                window_seconds, window_steps = 0.0, 0
+            reports.timed(time.perf_counter() - start)
+            if logging:
+                reports.step(position, lr_at(step - 1, cfg, run.total))
             if evaluating:
-                accuracy = evaluate(run.step_model, run.data.test, world, device, mcfg.img_size,
-                                    cfg.precision)
-                if accuracy is not None:
-                    progress.write(f"epoch {epoch} step {step}: test accuracy {accuracy * 100:.2f}%")
-                    log.write(step=step, epoch=epoch, test_accuracy=accuracy, time=time.time())
-                    board.write(step, test_accuracy=accuracy)
+                position.accuracy = evaluate(run.step_model, run.data.test, world, run.device,
+                                             run.mcfg.img_size, cfg.precision)
+                if position.accuracy is not None:
+                    reports.accuracy(position)
             if saving:
-                extra = {"epoch": epoch, "config": vars(cfg).copy(), "loss": loss_sum[0],
-                         "test_accuracy": accuracy, "model_info": run.card}
-                save(cfg, run, world, step, run_id, extra,
-                     {"torch": torch.get_rng_state(), "gen": gen.get_state()})
-        epoch += 1
-        skip = 0
-    progress.close()
-    log.close()
-    board.close()
+                save(cfg, run, world, position, gen)
+        position.epoch += 1
+        position.skip = 0
+    reports.close()
+    return finish(cfg, run, world, position)
+
+
+def finish(cfg, run, world, position):
+    dp = run.engine
     if cfg.verbose and hasattr(dp, "stats"):
         world.print0(f"data parallel: {dp.stats['backwards']} synchronized backwards, "
                      f"{dp.stats['wait_s']:.2f} s waited for communication after backward "
                      f"(rank 0), bucket plan built {dp.stats['plans']} time(s)")
     dp.close()
-    world.print0(f"done: {step} steps, final loss {loss_sum[0]:.4f}"
+    accuracy = position.accuracy
+    world.print0(f"done: {position.step} steps, final loss {position.loss:.4f}"
                  + (f", test accuracy {accuracy * 100:.2f}%" if accuracy is not None else ""))
-    return {"steps": step, "loss": float(loss_sum[0]), "test_accuracy": accuracy}
+    return {"steps": position.step, "loss": float(position.loss), "test_accuracy": accuracy}

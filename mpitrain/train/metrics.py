@@ -1,4 +1,5 @@
-"""What the trainer reports: throughput, model FLOPs utilization, JSON lines, a progress bar.
+"""What the trainer reports: throughput, model FLOPs utilization, JSON lines, a progress bar,
+TensorBoard, and Reports, which writes to all of them.
 
 MFU = model FLOPs per image (ViTConfig.flops_per_image: 6 x params x tokens + attention) x
 images per second / the job's peak. The peak is measured, not looked up: each rank times a
@@ -12,6 +13,7 @@ import time
 
 import torch
 from ..precision import torch_dtype
+from .config import write_toml
 
 
 
@@ -120,3 +122,48 @@ class TensorBoard:
     def close(self):
         if self.writer is not None:
             self.writer.close()
+
+
+class Reports:
+    """Rank 0's reports of a run: the progress bar (or lines), the JSON-lines log (its header
+    first, the config as given beside it as TOML) and TensorBoard. Throughput counts training
+    time since the last log line only (evaluation is left out); MFU is against the job's peak."""
+
+    def __init__(self, cfg, given, world, run, job_peak_tflops):
+        self.cfg, self.total = cfg, run.total
+        self.log = JsonLines(cfg.log_jsonl, world.rank == 0)
+        self.log.write(**run_header(cfg, world, run.device))
+        if cfg.log_jsonl and world.rank == 0:
+            write_toml(given, f"{cfg.log_jsonl.removesuffix('.jsonl')}.config.toml")
+        self.board = TensorBoard(cfg.tensorboard, world.rank == 0)
+        self.progress = Progress(run.total, cfg.progress and world.rank == 0, world.print0)
+        self.flops_per_image = run.mcfg.flops_per_image()
+        self.job_peak = job_peak_tflops
+        self.seconds, self.steps = 0.0, 0
+
+    def timed(self, seconds):
+        """One more step, of `seconds` of training."""
+        self.seconds += seconds
+        self.steps += 1
+
+    def step(self, position, lr):
+        """A log line for `position` (a train.loop.Position) at learning rate `lr`."""
+        img_s = self.steps * self.cfg.batch_size / self.seconds
+        mfu = img_s * self.flops_per_image / (self.job_peak * 1e12)
+        self.progress.update(self.steps, position.step, self.total, position.loss, img_s, mfu)
+        self.log.write(step=position.step, epoch=position.epoch, loss=position.loss, lr=lr,
+                       img_per_s=img_s, mfu=mfu, time=time.time())
+        self.board.write(position.step, loss=position.loss, lr=lr, img_per_s=img_s, mfu=mfu)
+        self.seconds, self.steps = 0.0, 0
+
+    def accuracy(self, position):
+        self.progress.write(f"epoch {position.epoch} step {position.step}: test accuracy "
+                            f"{position.accuracy * 100:.2f}%")
+        self.log.write(step=position.step, epoch=position.epoch,
+                       test_accuracy=position.accuracy, time=time.time())
+        self.board.write(position.step, test_accuracy=position.accuracy)
+
+    def close(self):
+        self.progress.close()
+        self.log.close()
+        self.board.close()

@@ -58,10 +58,14 @@ class IpcTransport(OneCall):
         self.peer_reason = "not probed"   # why the peer kernels cannot run here, or None
         self._workspace = None
 
-    def peer_workspace(self, options):
-        """The peer kernels' workspace (comm/peer_workspace.py), made once (by the communicator's
-        first GPU collective), run as `options` (a PeerOptions) say."""
+    def peer_workspace(self, options=None):
+        """The peer kernels' workspace (comm/peer_workspace.py), made once, by the communicator's
+        first GPU collective, run as its `options` (a PeerOptions) say; the peer-kernel
+        algorithms then ask for it with no options."""
         if self._workspace is None:
+            if options is None:
+                raise RuntimeError(f"rank {self.comm.Get_rank()}: the peer workspace is made by "
+                                   f"the communicator (Communicator.device_transport) first")
             from ..peer_workspace import PeerWorkspace
             self._workspace = PeerWorkspace(self, self.watchdog.timeout_s, options)
         return self._workspace
