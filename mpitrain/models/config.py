@@ -56,7 +56,9 @@ class ViTConfig:
 
     def flops_per_image(self):
         """Training FLOPs per image: 6 x params x tokens for the matrix products (forward 2,
-        backward 4) plus 12 x layers x tokens^2 x width for attention (ANCHORS.md's formula)."""
+        backward 4) plus 12 x layers x tokens^2 x width for attention's two products (the
+        count of PaLM, Chowdhery et al. 2022, appendix B, with an image's tokens for a
+        sequence's)."""
         return 6 * self.count_params() * self.tokens + 12 * self.depth * self.tokens ** 2 * self.embed_dim
 
     @classmethod

@@ -103,3 +103,17 @@ def test_hierarchical_on_gpu_buffers(singles):
             failures.append(count)
     ok, why = all_agree(w, not failures, str(failures))
     assert ok, why
+
+
+def test_the_levels_carry_the_settings_of_their_communicator(world):
+    """The node and cross-node communicators of the hierarchical all-reduce are splits of the
+    world, and a split hands on its settings: a GPU transport or timeout given to init() holds
+    on every level, and ranks_per_node given in code splits the nodes as its variable does."""
+    w = init(settings=world.settings.replace(ranks_per_node=1, gpu_transport="staged",
+                                             timeout=77))
+    assert (w.num_nodes, w.local_size) == (w.size, 1)
+    levels = w.levels()
+    for level in (levels.node, levels.cross):
+        assert level.settings is w.settings
+        assert (level.settings.gpu_transport, level.timeout, level.watchdog.timeout_s) == \
+            ("staged", 77.0, 77.0)

@@ -43,3 +43,15 @@ def test_pages_speak_of_the_product(page):
 
 def test_the_readme_stays_short():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 200
+
+
+def test_the_code_points_at_no_file_outside_the_repository():
+    """Code, examples and benchmark scripts cite files of the repository or a public source,
+    never the notes the project was built from (which a user does not have)."""
+    outside = ("anchors.md", "pitfalls.md", "style.md", "../shared")
+    files = [f for top in ("mpitrain", "examples", "bench", "csrc") for f in (ROOT / top).rglob("*")
+             if f.suffix in (".py", ".sh", ".c", ".cu", ".h") and "__pycache__" not in f.parts]
+    assert files, "the scan found no files"
+    found = [(f.relative_to(ROOT), word) for f in files for word in outside
+             if word in f.read_text(errors="replace").lower()]
+    assert not found, found
