@@ -39,6 +39,7 @@ from .naive_data_parallel import NaiveDataParallel
 from .replicate import broadcast_parameters
 from .streams import comm_stream, overlapping_comm
 
+
 class UnusedParameterError(RuntimeError):
     """A backward finished with parameters that produced no gradient on this rank."""
 
