@@ -53,7 +53,9 @@ class Setting:
             return ("a number " + " and ".join(p for p in (low, high) if p)).strip()
         return "text"
 
-    def parse(self, text):
+    def parse(self, text, rank=None):
+        """The value of the variable's text; SettingError (naming `rank` when given) if it is
+        not one this setting takes."""
         value = text.strip()
         if self.kind == "text":
             return value
@@ -73,15 +75,13 @@ class Setting:
             if number is not None and (self.minimum is None or number >= self.minimum) and \
                     (self.maximum is None or number <= self.maximum):
                 return number
-        raise SettingError(f"{self.name}={text!r}: takes {self.takes()}")
+        where = "" if rank is None else f"rank {rank}: "
+        raise SettingError(f"{where}{self.name}={text!r}: takes {self.takes()}")
 
     def check(self, value, rank=None):
         """A value given in code (Settings.replace), checked as its variable's text would be."""
         text = {True: "1", False: "0"}.get(value, value) if isinstance(value, bool) else value
-        try:
-            return self.parse(str(text))
-        except SettingError as exc:
-            raise SettingError(f"rank {rank}: {exc}" if rank is not None else str(exc)) from None
+        return self.parse(str(text), rank)
 
 
 def knob(default, kind, stability, doc, **limits):
@@ -206,26 +206,17 @@ def get(name, rank=None, env=None):
     text = (os.environ if env is None else env).get(name, "")
     if text.strip() == "":
         return setting.default
-    try:
-        return setting.parse(text)
-    except SettingError as exc:
-        if rank is None:
-            raise
-        raise SettingError(f"rank {rank}: {exc}") from None
+    return setting.parse(text, rank)
 
 
-def check_environment(rank=None, env=None):
-    """Parse every MPITRAIN_* variable that is set, at start-up rather than at first use: a bad
-    value raises SettingError now (naming the variable, the value and the rank). Returns one
-    warning per MPITRAIN_* name that is no setting (a typo would otherwise be ignored)."""
+def unknown_variables(rank=None, env=None):
+    """One warning per MPITRAIN_* name in the environment that is no setting, with the closest
+    setting (a typo would otherwise be ignored). Settings.from_env parses the known ones."""
     import difflib
     env = os.environ if env is None else env
     where = "" if rank is None else f"rank {rank}: "
     warnings = []
-    for name in sorted(k for k in env if k.startswith("MPITRAIN_")):
-        if name in SETTINGS:
-            get(name, rank, env)
-            continue
+    for name in sorted(k for k in env if k.startswith(PREFIX) and k not in SETTINGS):
         close = difflib.get_close_matches(name, SETTINGS, n=1)
         warnings.append(f"{where}{name} is not a setting of mpitrain"
                         + (f" (did you mean {close[0]}?)" if close else "")

@@ -19,9 +19,8 @@ def discover_topology(comm, ranks_per_node=0):
     """Where every rank of `comm` runs (collective). ranks_per_node: the setting of that name
     (0: ask MPI)."""
     from mpi4py import MPI
-    fake = ranks_per_node
-    if fake:
-        local = comm.Split(comm.Get_rank() // int(fake), comm.Get_rank())
+    if ranks_per_node:
+        local = comm.Split(comm.Get_rank() // int(ranks_per_node), comm.Get_rank())
     else:
         local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     is_leader = local.Get_rank() == 0

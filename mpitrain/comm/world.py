@@ -16,7 +16,7 @@ import traceback
 
 from .communicator import Communicator
 from .topology import discover_topology
-from ..settings import Settings, check_environment
+from ..settings import Settings, unknown_variables
 
 
 _hook_installed = False
@@ -73,10 +73,10 @@ def init(comm=None, timeout=None, debug=None, abort_on_error=True, gpu_transport
     if abort_on_error:
         install_abort_hook(comm)
     if settings is None:
-        for warning in check_environment(rank):
+        settings = Settings.from_env(rank=rank)
+        for warning in unknown_variables(rank):
             if rank == 0:
                 print(f"mpitrain: {warning}", file=sys.stderr, flush=True)
-        settings = Settings.from_env(rank=rank)
     given = {"timeout": timeout, "debug": debug, "gpu_transport": gpu_transport}
     settings = settings.replace(rank, **{k: v for k, v in given.items() if v is not None})
     topology = discover_topology(comm, settings.ranks_per_node)

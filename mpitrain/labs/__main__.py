@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import exercises
 from .check import run, under_mpi_launcher
-from ..mpiexec import find_mpiexec, is_open_mpi
+from ..mpiexec import find_mpiexec
 
 
 def parse_sizes(text):
@@ -29,15 +29,12 @@ def parse_sizes(text):
 def launch(args, sizes):
     """Start this check under mpiexec with as many ranks as the largest size."""
     from ..cluster.launch import environment               # Open MPI as root
-    start = find_mpiexec()
     try:
-        open_mpi = is_open_mpi(start[0])
+        start = find_mpiexec(oversubscribe=True)          # 5 ranks on a 2-core laptop
     except OSError:
-        print(f"mpitrain.labs: {start[0]} cannot be run: install an MPI (make install) or name "
-              f"one with MPITRAIN_MPIEXEC", file=sys.stderr)
+        print(f"mpitrain.labs: {find_mpiexec()[0]} cannot be run: install an MPI (make install) "
+              f"or name one with MPITRAIN_MPIEXEC", file=sys.stderr)
         return 2
-    if open_mpi and "--oversubscribe" not in start:
-        start.append("--oversubscribe")                   # 5 ranks on a 2-core laptop
     limit = 60 + 20 * args.timeout
     with tempfile.TemporaryDirectory() as tmp:
         # the verdict comes back in a file, so that the ranks exit 0 and mpiexec adds no banner

@@ -3,7 +3,7 @@ all-reduce the communication thread runs on it.
 
     bucket = Bucket(spec, "fp32")          # spec: one entry of buckets.plan_buckets()
     p.grad is bucket.views[i]              # fp32 wire: backward accumulates into the bucket
-    bucket.all_reduce(comm, stream, "avg", plan=None)    # run by the communication thread
+    bucket.all_reduce(comm, stream, "avg", None)    # run by the communication thread
 
 The path of one gradient reads in one direction through the files: data_parallel.py (the hook
 sees the bucket complete) -> comm_thread.py (the queue, in plan order) -> here (the bucket's
@@ -31,6 +31,7 @@ class Bucket:
         self.on_gpu = device.type == "cuda"
         # bucket complete on the GPU; host_wait: the communication thread sleeps on it (a
         # blocking-sync event) instead of queueing a stream wait
+        self.host_wait = host_wait
         self.ready = torch.cuda.Event(blocking=host_wait) if self.on_gpu else None
         self._plan, self._plan_key = None, None
         self.pending = len(self.params)
@@ -78,7 +79,7 @@ class Bucket:
             self._plan.tensors = grads               # the same memory, perhaps new tensors
         return self._plan
 
-    def all_reduce(self, comm, comm_stream, op, plan, host_wait=False):
+    def all_reduce(self, comm, comm_stream, op, plan):
         """The communication thread's work for this bucket: all-reduce it with `op` on `comm`;
         on a GPU on `comm_stream`, after the bucket's ready event, then unpack it with `plan`
         (None: the gradients are views of the bucket). The next hop is comm.all_reduce
@@ -90,7 +91,7 @@ class Bucket:
         with torch.cuda.device(comm_stream.device), torch.cuda.stream(comm_stream):
             if self.registered is None:              # first all-reduce: every rank, plan order
                 self.registered = comm.register_in_place(self.wire)
-            if host_wait:
+            if self.host_wait:
                 self.ready.synchronize()             # the thread sleeps (GIL released)
             else:
                 comm_stream.wait_event(self.ready)   # GPU-side wait: the thread does not block

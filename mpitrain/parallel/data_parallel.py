@@ -168,8 +168,7 @@ class DataParallel(NoSync):
                 bucket.bind(side)
                 plan = None
         bucket.launched = True
-        job = functools.partial(bucket.all_reduce, self.comm, self.comm_stream, op, plan,
-                                self.host_wait)
+        job = functools.partial(bucket.all_reduce, self.comm, self.comm_stream, op, plan)
         if self.thread is not None:
             self.thread.submit(job, f"bucket {bucket.index}")    # the thread runs it in order
         else:

@@ -7,12 +7,9 @@ from mpitrain.mpiexec import find_mpiexec
 
 
 def mpiexec_command():
-    """The setting's mpiexec (the Makefile sets it, with --oversubscribe), else the mpiexec
-    beside this Python, with --oversubscribe (4 ranks on 2 cores)."""
-    command = find_mpiexec()
-    if os.environ.get("MPITRAIN_MPIEXEC", "").strip():
-        return command
-    return [*command, "--oversubscribe"]
+    """The setting's mpiexec (the Makefile sets it), else the mpiexec beside this Python; with
+    --oversubscribe for Open MPI (4 ranks on 2 cores)."""
+    return find_mpiexec(oversubscribe=True)
 
 
 def run_mpi(nranks, args, env=None, timeout=120):

@@ -29,7 +29,6 @@ def test_every_field_has_its_variable_and_its_default():
            variable("peer_copy_engine"): "0", variable("peer_region_mb"): "0.0625"}
     s = Settings.from_env(env=env)
     assert (s.peer_register, s.dp_peer_blocks, s.peer_copy_engine) == (False, 7, False)
-    assert Settings.from_env(env={}) == Settings()
 
 
 def test_the_peer_kernels_options_come_from_the_settings():

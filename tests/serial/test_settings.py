@@ -67,13 +67,13 @@ def test_the_configuration_page_lists_every_variable_and_flag():
 
 
 def test_every_set_variable_is_parsed_at_start_up_and_a_typo_is_named():
-    with pytest.raises(settings.SettingError, match="rank 3: .*MPITRAIN_TIMEOUT"):
-        settings.check_environment(3, {"MPITRAIN_TIMEOUT": "soon"})
+    with pytest.raises(settings.SettingError, match="rank 3: MPITRAIN_TIMEOUT='soon'"):
+        settings.Settings.from_env(env={"MPITRAIN_TIMEOUT": "soon"}, rank=3)
     typo = "MPITRAIN_" + "TIMEOUTT"            # spelt out, it would count as read by the code
-    warnings = settings.check_environment(0, {typo: "5", "MPITRAIN_DEBUG": "1", "OTHER": "x"})
+    warnings = settings.unknown_variables(0, {typo: "5", "MPITRAIN_DEBUG": "1", "OTHER": "x"})
     assert warnings == [f"rank 0: {typo} is not a setting of mpitrain (did you mean "
                         "MPITRAIN_TIMEOUT?); the settings are listed in docs/configuration.md"]
-    assert settings.check_environment(None, {name: "" for name in settings.SETTINGS}) == []
+    assert settings.unknown_variables(None, {name: "" for name in settings.SETTINGS}) == []
 
 
 def test_init_refuses_a_bad_value_before_any_collective():
